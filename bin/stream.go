@@ -1,0 +1,142 @@
+package bin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// StreamReader frames packets from a byte stream such as a TCP connection.
+//
+// A framing error (bad marker, length out of bounds) is permanent: the
+// stream cannot be re-synchronised, so every later call returns the same
+// error and the caller must close the connection, as OpenSIPS does.
+//
+// The reader keeps one buffer. It starts small and grows only to hold a
+// frame whose header passed the bounds check, so it never exceeds
+// [MaxPacketLen] bytes. Each read fills as much of the buffer as the
+// stream offers, so one syscall usually yields several small frames.
+type StreamReader struct {
+	r          io.Reader
+	buf        []byte
+	start, end int // buffered, unconsumed bytes are buf[start:end]
+	err        error
+}
+
+// initialStreamBuf suits the clusterer's control traffic (pings, updates of
+// a few hundred bytes) and bulk traffic alike; big frames grow it once.
+const initialStreamBuf = 16 << 10
+
+// NewStreamReader returns a reader that frames packets from r.
+func NewStreamReader(r io.Reader) *StreamReader {
+	return &StreamReader{r: r}
+}
+
+// Buffered is the number of bytes read from the stream but not yet returned.
+func (s *StreamReader) Buffered() int { return s.end - s.start }
+
+// Next returns the next complete frame. The frame aliases the reader's
+// buffer and is valid only until the next call. At a clean end of stream
+// between frames it returns io.EOF; inside a frame, io.ErrUnexpectedEOF.
+func (s *StreamReader) Next() ([]byte, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if err := s.fill(HeaderLen); err != nil {
+		return nil, err
+	}
+	n, err := FrameLen(s.buf[s.start:s.end])
+	if err != nil {
+		s.err = err
+		return nil, err
+	}
+	if err := s.fill(n); err != nil {
+		return nil, err
+	}
+	frame := s.buf[s.start : s.start+n : s.start+n]
+	s.start += n
+	return frame, nil
+}
+
+// NextPacket returns the next frame, parsed. Body aliases the reader's
+// buffer and is valid only until the next call.
+func (s *StreamReader) NextPacket() (Packet, error) {
+	frame, err := s.Next()
+	if err != nil {
+		return Packet{}, err
+	}
+	p, err := Parse(frame)
+	if err != nil {
+		s.err = err // the header was bad in a way framing could not see
+	}
+	return p, err
+}
+
+// fill makes at least n bytes available at buf[start:].
+func (s *StreamReader) fill(n int) error {
+	if s.end-s.start >= n {
+		return nil
+	}
+	if s.start == s.end {
+		s.start, s.end = 0, 0 // nothing pending: reuse the whole buffer
+	}
+	if len(s.buf)-s.start < n {
+		s.makeRoom(n)
+	}
+	for s.end-s.start < n {
+		m, err := s.r.Read(s.buf[s.end:])
+		s.end += m
+		if s.end-s.start >= n {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if s.end == s.start {
+					err = io.EOF
+				} else {
+					err = fmt.Errorf("bin: stream ended inside a packet: %w", io.ErrUnexpectedEOF)
+				}
+			}
+			s.err = err
+			return err
+		}
+		if m == 0 {
+			// io.Reader allows (0, nil); treat a run of them as the stream
+			// being stuck rather than spinning forever.
+			if err := s.zeroRead(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *StreamReader) zeroRead() error {
+	for range 100 {
+		m, err := s.r.Read(s.buf[s.end:])
+		s.end += m
+		if m > 0 || err != nil {
+			if err != nil {
+				s.err = err
+				return err
+			}
+			return nil
+		}
+	}
+	s.err = io.ErrNoProgress
+	return s.err
+}
+
+// makeRoom moves the unconsumed bytes to the front, growing the buffer to
+// n bytes if it is smaller (n has already been bounds-checked).
+func (s *StreamReader) makeRoom(n int) {
+	size := max(len(s.buf), initialStreamBuf, n)
+	buf := s.buf
+	if len(buf) < size {
+		buf = make([]byte, size)
+	}
+	copy(buf, s.buf[s.start:s.end])
+	s.end -= s.start
+	s.start = 0
+	s.buf = buf
+}
