@@ -99,10 +99,10 @@ func TestJoinHandshakeOrder(t *testing.T) {
 	s.Run(100 * time.Millisecond)
 	require.Equal(t, []string{
 		"2->1 PING", "1->2 UNKNOWN_ID", "2->1 NODE_DESCRIPTION",
-		"2->1 PING",                     // we probe again at once after describing ourselves
-		"1->2 PONG",                     // 1 knows 2 now
-		"1->2 PING",                     // and probes it
-		"2->1 FULL_TOP_UPDATE",          // 2's link is UP
+		"2->1 PING",                         // we probe again at once after describing ourselves
+		"1->2 PONG",                         // 1 knows 2 now
+		"1->2 PING",                         // and probes it
+		"2->1 FULL_TOP_UPDATE",              // 2's link is UP
 		"2->1 PONG", "1->2 FULL_TOP_UPDATE", // and so is 1's
 	}, got[:9])
 }
