@@ -37,12 +37,17 @@ type node struct {
 	pongNodes []int32   // node list of its last PONG: what it already knows
 
 	// What the node told us, per update kind: last accepted (seq, ts).
-	lsSeq, lsTS   int32
-	topSeq, topTS int32
-	capSeq, capTS int32
+	ls, top, capSt seqState
 
-	adj  []int32 // its UP neighbours as known here (never the local node)
-	caps []wire.CapState
+	adj []int32 // its UP neighbours as known here (never the local node)
+	// Versions of adj, in the node's LS counter: adjVer per neighbour
+	// (set by LS_UPDATE and entries), listVer of the last whole list
+	// applied from a FULL_TOP_UPDATE entry (noList if none).
+	adjVer  map[int32]int32
+	listVer int32
+	listTS  int32 // latest time the LS update listVer can have been sent
+	bornTS  int32 // entries stamped earlier describe a previous incarnation
+	caps    []wire.CapState
 
 	reachable bool
 	hop       int32 // next hop when reachable
@@ -65,6 +70,11 @@ type cluster struct {
 
 	table     *route.Table
 	topoDirty bool
+
+	// A refresh re-floods our own links a little after they or our
+	// reachable set changed (see sendRefresh).
+	refreshWanted bool
+	refreshAt     time.Time
 }
 
 func newCluster(m *Machine, cc ClusterConfig) *cluster {
@@ -113,7 +123,8 @@ func (c *cluster) addNode(id int32, d wire.Description, seed, enabled bool) *nod
 	n := &node{
 		id: id, desc: d, url: u, addr: u.Addr.String(), seed: seed, enabled: enabled,
 		state: RestartPinging,
-		lsSeq: -1, topSeq: -1, capSeq: -1,
+		ls:    newSeqState(), top: newSeqState(), capSt: newSeqState(),
+		listVer: noList,
 	}
 	c.nodes[id] = n
 	c.list = slices.Insert(c.list, 0, n)
@@ -205,11 +216,14 @@ func (c *cluster) upNeighbors() []int32 {
 }
 
 // recompute rebuilds the routing table and raises reachability events.
-// Adjacency lists of nodes that became unreachable are dropped: nobody
-// reachable can vouch for them any more, and keeping them is how OpenSIPS
-// ends up routing to phantom nodes (spec §16.3).
 func (c *cluster) recompute() {
 	c.topoDirty = false
+	defer func() {
+		if c.refreshWanted && c.refreshAt.IsZero() && c.enabled {
+			c.refreshAt = c.m.now.Add(c.m.cfg.PingTimeout)
+		}
+		c.refreshWanted = false
+	}()
 	c.table = route.Compute(c.routeGraph(), c.m.cfg.RouteMode)
 	for _, n := range c.list {
 		hop, ok := c.table.NextHop(n.id)
@@ -223,13 +237,10 @@ func (c *cluster) recompute() {
 		n.reachable, n.hop, n.hops = ok, hop, hops
 		if !ok {
 			n.hop, n.hops = 0, 0
-			if len(n.adj) > 0 || n.lsSeq != -1 {
-				n.adj = nil
-				n.lsSeq, n.lsTS = -1, 0
-			}
 		}
 		switch {
 		case ok && !was:
+			c.refreshWanted = true
 			c.m.events = append(c.m.events, Event{Kind: NodeUp, Cluster: c.id, Node: n.id})
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
@@ -237,14 +248,58 @@ func (c *cluster) recompute() {
 	}
 }
 
-// accept is the sequence rule of spec §5.1: a 0 restarts the sequence
-// unless it is a repeat of a stored 0 with no newer timestamp; anything
-// else must grow.
-func accept(storedSeq, storedTS, seq, ts int32) bool {
-	if seq == 0 {
-		return !(storedSeq == 0 && ts <= storedTS)
+// noList is the listVer of a node whose list no entry has described yet.
+const noList = -2
+
+// forgetIncarnation drops what we know of a node's link state when it
+// restarted (or may have): its counters start over.
+func (n *node) forgetIncarnation() {
+	n.adj = nil
+	n.adjVer = nil
+	n.listVer, n.listTS = noList, 0
+}
+
+// seqState is the last accepted (seq, ts) of one update kind from one node.
+// floor, after a restart was detected, rejects the old incarnation's
+// updates still in flight.
+type seqState struct{ seq, ts, floor int32 }
+
+func newSeqState() seqState { return seqState{seq: -1} }
+
+// accept applies the sequence rule (spec §5.1) and records an accepted
+// update. It reports whether the update is accepted and whether it shows
+// that the node restarted.
+//
+// OpenSIPS accepts a growing number, and any 0 unless it repeats a stored 0
+// with no newer timestamp. Two flaws follow. Copies of a node's first update
+// travel the flood on many paths, and a copy arriving after later updates
+// rewinds the stored number, so that every later copy is accepted and
+// flooded again: a storm that feeds itself whenever several updates share
+// a second, as they do during every join. And a node that missed a
+// restarted node's 0 (no flood path reached it at that moment) rejects
+// all its updates until the new sequence outgrows the old one.
+//
+// Here the timestamp decides what the number cannot: an update that does
+// not grow the sequence but is stamped later than the stored one can only
+// come from a new incarnation (within one, numbers and time grow
+// together), so it is accepted as a restart, whether it is the 0 or a
+// later one; anything else that does not grow the sequence is a
+// duplicate. The cost: a restart within the same second as the node's last
+// update is noticed only once its sequence grows past the old one, or, for
+// a neighbour, by the FULL_TOP_UPDATE it sends us when its link comes UP
+// (see handleFullTop).
+func (st *seqState) accept(seq, ts int32) (ok, restart bool) {
+	switch {
+	case seq < 0 || ts < st.floor:
+		return false, false
+	case seq > st.seq:
+	case ts > st.ts:
+		restart = true
+	default:
+		return false, false
 	}
-	return seq > 0 && seq > storedSeq
+	st.seq, st.ts = seq, ts
+	return true, restart
 }
 
 // flood forwards an accepted update to every UP neighbour not on its path,
@@ -300,7 +355,7 @@ func (m *Machine) SetNodeEnabled(now time.Time, clusterID, nodeID int32, enabled
 	if m.started {
 		c.tick(now)
 	}
-	m.finishStep()
+	m.finishStep(now)
 	return nil
 }
 
@@ -314,7 +369,7 @@ func (m *Machine) SetLocalEnabled(now time.Time, clusterID int32, enabled bool) 
 		return err
 	}
 	c.setEnabled(now, enabled)
-	m.finishStep()
+	m.finishStep(now)
 	return nil
 }
 
@@ -376,7 +431,7 @@ func (m *Machine) RemoveNode(now time.Time, clusterID, nodeID int32) error {
 		}
 	}
 	c.removeNode(now, target)
-	m.finishStep()
+	m.finishStep(now)
 	return nil
 }
 
@@ -403,6 +458,6 @@ func (m *Machine) SendRouted(now time.Time, clusterID, dst int32, msg wire.Messa
 		return false
 	}
 	ok := c.sendRouted(now, dst, msg)
-	m.finishStep()
+	m.finishStep(now)
 	return ok
 }

@@ -37,6 +37,10 @@ func (c *cluster) tick(now time.Time) {
 	if !c.enabled {
 		return
 	}
+	if !c.refreshAt.IsZero() && !now.Before(c.refreshAt) {
+		c.refreshAt = time.Time{}
+		c.sendRefresh(now)
+	}
 	cfg := &c.m.cfg
 	for _, n := range slices.Clone(c.list) {
 		if !n.enabled || c.nodes[n.id] != n {
@@ -92,9 +96,7 @@ func (c *cluster) retry(now time.Time, n *node) {
 }
 
 func (c *cluster) setDown(n *node) {
-	if n.state != Down {
-		n.state = Down
-	}
+	n.state = Down
 }
 
 func latest(a, b time.Time) time.Time {
@@ -115,6 +117,9 @@ func (c *cluster) deadline() time.Time {
 		if d.IsZero() || t.Before(d) {
 			d = t
 		}
+	}
+	if !c.refreshAt.IsZero() {
+		min(c.refreshAt)
 	}
 	for _, n := range c.list {
 		if !n.enabled {
@@ -217,7 +222,7 @@ func (c *cluster) goUp(now time.Time, n *node, pongNodes []int32) {
 	n.state = Up
 	n.retries = 0
 	n.pongNodes = pongNodes
-	c.topoDirty = true
+	c.topoDirty, c.refreshWanted = true, true
 	c.m.events = append(c.m.events, Event{Kind: LinkUp, Cluster: c.id, Node: n.id})
 	c.announceLink(now, n, wire.LinkUp)
 	c.sendFullTop(now, n)
@@ -228,7 +233,7 @@ func (c *cluster) goUp(now time.Time, n *node, pongNodes []int32) {
 // neighbours (spec §6.4). The caller sets the new state.
 func (c *cluster) leaveUp(now time.Time, n *node) {
 	n.state = Retrying // no longer UP; callers refine it
-	c.topoDirty = true
+	c.topoDirty, c.refreshWanted = true, true
 	c.m.events = append(c.m.events, Event{Kind: LinkDown, Cluster: c.id, Node: n.id})
 	c.announceLink(now, n, wire.LinkDown)
 }

@@ -150,7 +150,8 @@ type Machine struct {
 	sends  []Send
 	events []Event
 
-	version uint64 // bumped on every change visible in a View
+	version uint64    // bumped on every change visible in a View
+	now     time.Time // latest time seen in an input
 	view    *View
 	stats   Stats
 }
@@ -254,7 +255,7 @@ func (m *Machine) Receive(now time.Time, src Source, p bin.Packet) {
 	case *wire.ShtagActive:
 		m.recvExtra(now, src, msg.Trailer, msg)
 	}
-	m.finishStep()
+	m.finishStep(now)
 }
 
 // admit runs the receive-side checks of spec §3.2 that are common to both
@@ -367,7 +368,7 @@ func (m *Machine) SendFailed(now time.Time, addr string) {
 			}
 		}
 	}
-	m.finishStep()
+	m.finishStep(now)
 }
 
 // Activity reports data-plane traffic the machine did not see: the last
@@ -388,7 +389,7 @@ func (m *Machine) Activity(clusterID, nodeID int32, sent, recv time.Time) {
 	if recv.After(n.lastRecv) {
 		n.lastRecv = recv
 		c.revive(n)
-		m.finishStep()
+		m.finishStep(recv)
 	}
 }
 
@@ -400,7 +401,7 @@ func (m *Machine) Tick(now time.Time) {
 	for _, id := range m.order {
 		m.clusters[id].tick(now)
 	}
-	m.finishStep()
+	m.finishStep(now)
 }
 
 // Deadline is when Tick must next be called; the zero time means no timer
@@ -421,7 +422,10 @@ func (m *Machine) Deadline() time.Time {
 // finishStep recomputes routes where the topology changed and drops the
 // cached view: the control plane is low-rate, so rebuilding the snapshot
 // after each step is cheaper than tracking every field that changed.
-func (m *Machine) finishStep() {
+func (m *Machine) finishStep(now time.Time) {
+	if now.After(m.now) {
+		m.now = now
+	}
 	for _, id := range m.order {
 		if c := m.clusters[id]; c.topoDirty {
 			c.recompute()
@@ -435,7 +439,7 @@ func (m *Machine) rebuildAll() {
 	for _, id := range m.order {
 		m.clusters[id].recompute()
 	}
-	m.finishStep()
+	m.finishStep(time.Time{})
 }
 
 func (m *Machine) cluster(id int32) (*cluster, error) {
@@ -447,6 +451,14 @@ func (m *Machine) cluster(id int32) (*cluster, error) {
 }
 
 // routeGraph builds the routing input of a cluster.
+//
+// By default a link between two other nodes is used only if both ends
+// report it UP. A node that died keeps, in everyone's database, the list
+// it last announced (nobody can speak for it any more); its live
+// neighbours, though, report their side DOWN, so with both ends required
+// its stale claims cannot create routes, neither to it nor through it.
+// OpenSIPS trusts one end (and, in its own words, "sees phantom nodes");
+// the OpenSIPSCompat mode does the same, for identical route choices.
 func (c *cluster) routeGraph() route.Graph {
 	g := route.Graph{
 		Self:     c.m.cfg.NodeID,
@@ -463,6 +475,7 @@ func (c *cluster) routeGraph() route.Graph {
 	if c.m.cfg.NoRerouting {
 		return g
 	}
+	both := c.m.cfg.RouteMode != route.OpenSIPSCompat
 	for _, n := range c.list {
 		if !n.enabled {
 			continue
@@ -470,9 +483,11 @@ func (c *cluster) routeGraph() route.Graph {
 		g.Priority[n.id] = n.desc.Priority
 		var l []int32
 		for _, x := range n.adj {
-			if o := c.nodes[x]; o != nil && o.enabled {
-				l = append(l, x)
+			o := c.nodes[x]
+			if o == nil || !o.enabled || both && !slices.Contains(o.adj, n.id) {
+				continue
 			}
+			l = append(l, x)
 		}
 		g.Adj[n.id] = l
 	}

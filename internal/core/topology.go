@@ -11,11 +11,16 @@ import (
 // UNKNOWN_ID and CAP_UPDATE (spec §4.2, §5, §7, §9.1, §10.2).
 
 func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) {
-	if !accept(from.lsSeq, from.lsTS, msg.Seq, msg.Timestamp) {
+	ok, restart := from.ls.accept(msg.Seq, msg.Timestamp)
+	if !ok {
 		c.m.stats.StaleSeq++
 		return
 	}
-	from.lsSeq, from.lsTS = msg.Seq, msg.Timestamp
+	if restart || msg.Seq < from.listVer && msg.Timestamp > from.listTS {
+		// The second case: the list we hold came from a later LS counter
+		// of an earlier time, so the counter started over.
+		c.restarted(from, &from.ls, msg.Timestamp)
+	}
 	if msg.Neighbor == c.me() {
 		// The sender's view of our own link disagrees with ours: probe.
 		switch {
@@ -26,6 +31,10 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 			from.state = RestartPinging
 		}
 	} else {
+		if from.adjVer == nil {
+			from.adjVer = map[int32]int32{}
+		}
+		from.adjVer[msg.Neighbor] = msg.Seq
 		had := slices.Contains(from.adj, msg.Neighbor)
 		switch {
 		case msg.State == wire.LinkUp && !had:
@@ -43,18 +52,88 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 	})
 }
 
-// replaceAdj is X's new list from a FULL_TOP_UPDATE entry sent by src: the
-// entry's neighbours, except that src never lists itself in others' lists,
-// so what we knew about X–src is kept. The local node is never stored.
-func (c *cluster) replaceAdj(x *node, neigh []int32, src int32) {
-	out := make([]int32, 0, len(neigh)+1)
-	for _, id := range neigh {
-		if id != c.me() && id != x.id && !slices.Contains(out, id) {
-			out = append(out, id)
+// restarted forgets what a node's previous incarnation said about its
+// links, and starts its other update kinds over, so that the new
+// incarnation's updates of those kinds are taken as they come rather than
+// each detecting the restart again. Updates stamped before the one that
+// revealed the restart (less a second of slack) are the old incarnation's.
+func (c *cluster) restarted(n *node, by *seqState, ts int32) {
+	n.forgetIncarnation()
+	n.bornTS = ts - 1
+	for _, st := range []*seqState{&n.ls, &n.top, &n.capSt} {
+		if st != by {
+			*st = seqState{seq: -1, floor: ts - 1}
 		}
 	}
-	if x.id != src && slices.Contains(x.adj, src) && !slices.Contains(out, src) {
-		out = append(out, src)
+	c.topoDirty = true
+}
+
+// applyEntry applies a FULL_TOP_UPDATE entry: X's neighbours as of X's LS
+// counter entrySeq, sent by src. LS_UPDATEs and FULL_TOP_UPDATEs travel
+// separately and arrive out of order, and a third party's entry may be
+// older than what we know, so versions decide, per list and per neighbour:
+//   - an entry older than the last list applied is ignored;
+//   - X's own entry at the same version replaces the list (X's counter
+//     does not move when it had nobody to tell, and its own updates arrive
+//     in order thanks to their own sequence);
+//   - a third party's entry describes X's links except the one with
+//     itself, which it never lists: at the same version it can only add
+//     what we lack; when newer it replaces the list, keeping src as the
+//     message's own first entry says (src lists X: the link is UP);
+//   - a neighbour set by a newer LS_UPDATE keeps that state.
+//
+// The local node is never stored. OpenSIPS instead replaces the list
+// whenever the entry's LS sequence passes its check, which can roll a link
+// back, and loses the sender's own link for good.
+//
+// stamp bounds the time of X's LS update entrySeq: the entry's timestamp,
+// or for X's own entry, which carries none, the message's. An entry older
+// than the last list but stamped later comes from X's next incarnation.
+func (c *cluster) applyEntry(x *node, neigh []int32, entrySeq, stamp, src int32, srcLinked bool) {
+	own := x.id == src
+	if stamp < x.bornTS {
+		return // about an earlier incarnation
+	}
+	if entrySeq < x.listVer {
+		if stamp <= x.listTS {
+			return
+		}
+		c.restarted(x, nil, stamp)
+	}
+	merge := !own && entrySeq == x.listVer
+	x.listVer, x.listTS = entrySeq, max(stamp, x.listTS)
+	if x.adjVer == nil {
+		x.adjVer = map[int32]int32{}
+	}
+	newer := func(id int32) bool {
+		v, ok := x.adjVer[id]
+		return ok && v > entrySeq
+	}
+	want := make([]int32, 0, len(neigh)+1)
+	for _, id := range neigh {
+		if id != c.me() && id != x.id && !slices.Contains(want, id) {
+			want = append(want, id)
+		}
+	}
+	if !own && srcLinked && !slices.Contains(want, src) {
+		want = append(want, src)
+	}
+	out := make([]int32, 0, len(want)+len(x.adj))
+	for _, id := range want {
+		if newer(id) && !slices.Contains(x.adj, id) {
+			continue
+		}
+		out = append(out, id)
+		x.adjVer[id] = max(x.adjVer[id], entrySeq)
+	}
+	for _, id := range x.adj {
+		switch {
+		case slices.Contains(out, id):
+		case merge || newer(id) || id == src && !own && !srcLinked:
+			out = append(out, id)
+		default:
+			x.adjVer[id] = entrySeq // removed by this entry
+		}
 	}
 	if !slices.Equal(out, x.adj) {
 		x.adj = out
@@ -63,22 +142,32 @@ func (c *cluster) replaceAdj(x *node, neigh []int32, src int32) {
 }
 
 func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpdate) {
-	if !accept(from.topSeq, from.topTS, msg.Seq, msg.Timestamp) {
+	ok, restart := from.top.accept(msg.Seq, msg.Timestamp)
+	if !ok && len(msg.Path) == 1 && msg.Path[0] == from.id {
+		// Straight from its originator, so not a flood copy: a node sends
+		// one to a neighbour each time its link to it comes UP. One that
+		// does not grow the sequence means the node restarted within the
+		// second of its last update, which the timestamps cannot show.
+		ok, restart = true, true
+		from.top.seq, from.top.ts = msg.Seq, msg.Timestamp
+	}
+	if !ok {
 		c.m.stats.StaleSeq++
 		return
 	}
-	from.topSeq, from.topTS = msg.Seq, msg.Timestamp
+	if restart {
+		c.restarted(from, &from.top, msg.Timestamp)
+	}
 	for i, e := range msg.Nodes {
 		if e.Node == c.me() {
 			continue
 		}
 		listsMe := slices.Contains(e.Neighbors, c.me())
 		if i == 0 && e.Node == from.id {
-			// The sender's own entry is authoritative.
-			c.replaceAdj(from, e.Neighbors, from.id)
-			if e.LSSeq > from.lsSeq {
-				from.lsSeq = e.LSSeq
-			}
+			// The sender's own entry is authoritative, as far as it is
+			// not older than the LS_UPDATEs we applied (see applyEntry;
+			// OpenSIPS applies it whole and can roll a link back).
+			c.applyEntry(from, e.Neighbors, e.LSSeq, msg.Timestamp, from.id, false)
 			if listsMe && from.state == Down {
 				c.revive(from)
 			}
@@ -93,11 +182,8 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 				continue
 			}
 		}
-		if !accept(x.lsSeq, x.lsTS, e.LSSeq, e.LSTimestamp) {
-			continue
-		}
-		x.lsSeq, x.lsTS = e.LSSeq, e.LSTimestamp
-		c.replaceAdj(x, e.Neighbors, from.id)
+		srcLinked := msg.Nodes[0].Node == from.id && slices.Contains(msg.Nodes[0].Neighbors, x.id)
+		c.applyEntry(x, e.Neighbors, e.LSSeq, e.LSTimestamp, from.id, srcLinked)
 		if listsMe && x.state == Down {
 			c.revive(x)
 		}
@@ -132,7 +218,7 @@ func (c *cluster) sendFullTop(now time.Time, to *node) {
 		if n == to {
 			continue
 		}
-		e := wire.TopEntry{Node: n.id, LSSeq: n.lsSeq, LSTimestamp: n.lsTS, Neighbors: slices.Clone(n.adj)}
+		e := wire.TopEntry{Node: n.id, LSSeq: n.ls.seq, LSTimestamp: n.ls.ts, Neighbors: slices.Clone(n.adj)}
 		if !slices.Contains(to.pongNodes, n.id) {
 			d := n.desc
 			e.Desc = &d
@@ -140,6 +226,28 @@ func (c *cluster) sendFullTop(now time.Time, to *node) {
 		msg.Nodes = append(msg.Nodes, e)
 	}
 	c.send(to, msg)
+}
+
+// sendRefresh floods a FULL_TOP_UPDATE holding only our own entry to every
+// UP neighbour. OpenSIPS sends its links only as they change (LS_UPDATE)
+// and to a neighbour whose link comes UP (FULL_TOP_UPDATE), and an update
+// is lost for good on the far side of a path that was down at that moment:
+// views then differ, and routes can loop. Re-announcing our links once
+// things settle (a ping timeout after our links or our reachable set last
+// changed) repairs that; it costs one flood per change, nothing in a
+// steady state, and OpenSIPS nodes take it as any FULL_TOP_UPDATE.
+func (c *cluster) sendRefresh(now time.Time) {
+	up := c.upNeighbors()
+	if len(up) == 0 {
+		return
+	}
+	c.topSeq++
+	msg := &wire.FullTopUpdate{Origin: wire.Origin{Cluster: c.id, Src: c.me()}, Seq: c.topSeq,
+		Timestamp: c.now32(now), Path: []int32{c.me()},
+		Nodes: []wire.TopEntry{{Node: c.me(), LSSeq: c.lsSeq, Neighbors: up}}}
+	for _, id := range up {
+		c.send(c.nodes[id], msg)
+	}
 }
 
 func (c *cluster) handleUnknownID(now time.Time, n *node) {
@@ -172,7 +280,9 @@ func (c *cluster) learnFromDescription(now time.Time, src Source, msg *wire.Node
 // --- capabilities ---
 
 func (c *cluster) handleCapUpdate(now time.Time, from *node, msg *wire.CapUpdate) {
-	if !accept(from.capSeq, from.capTS, msg.Seq, msg.Timestamp) {
+	st := from.capSt // applied only if every block names a known node
+	ok, restart := st.accept(msg.Seq, msg.Timestamp)
+	if !ok {
 		c.m.stats.StaleSeq++
 		return
 	}
@@ -183,7 +293,10 @@ func (c *cluster) handleCapUpdate(now time.Time, from *node, msg *wire.CapUpdate
 			return
 		}
 	}
-	from.capSeq, from.capTS = msg.Seq, msg.Timestamp
+	from.capSt = st
+	if restart {
+		c.restarted(from, &from.capSt, msg.Timestamp)
+	}
 	for _, b := range msg.Nodes {
 		x := c.nodes[b.Node]
 		if x == nil {
@@ -260,6 +373,6 @@ func (m *Machine) SetCapability(now time.Time, clusterID int32, name string, syn
 			c.send(c.nodes[id], msg)
 		}
 	}
-	m.finishStep()
+	m.finishStep(now)
 	return nil
 }

@@ -112,6 +112,36 @@ func (s *Sim) CheckConverged(cluster int32) error {
 				return err
 			}
 		}
+		if err := s.checkTopology(cluster, id); err != nil && StrictTopology {
+			return err
+		}
+	}
+	return nil
+}
+
+// StrictTopology makes CheckConverged also compare every node's topology
+// database with the truth.
+var StrictTopology = false
+
+// checkTopology compares what node id believes each reachable node's UP
+// links are with what that node itself has, minus id (never stored).
+func (s *Sim) checkTopology(cluster, id int32) error {
+	cv := s.nodes[id].M.View().Cluster(cluster)
+	for _, nv := range cv.Nodes {
+		if !nv.Reachable {
+			continue
+		}
+		var truth []int32
+		for _, o := range s.nodes[nv.ID].M.View().Cluster(cluster).Nodes {
+			if o.State == core.Up && o.Enabled && o.ID != id {
+				truth = append(truth, o.ID)
+			}
+		}
+		got := slices.Clone(nv.Neighbors)
+		slices.Sort(got)
+		if !slices.Equal(got, truth) {
+			return fmt.Errorf("node %d believes %d's links are %v, they are %v", id, nv.ID, got, truth)
+		}
 	}
 	return nil
 }

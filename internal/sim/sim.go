@@ -413,6 +413,21 @@ func (s *Sim) RunUntil(max time.Duration, cond func() bool) bool {
 	return cond()
 }
 
+// RunPolling advances in steps of every until cond holds or max elapses;
+// for conditions too costly to check after every event.
+func (s *Sim) RunPolling(max, every time.Duration, cond func() bool) bool {
+	end := s.now.Add(max)
+	for {
+		if cond() {
+			return true
+		}
+		if !s.now.Before(end) {
+			return false
+		}
+		s.Run(min(every, end.Sub(s.now)))
+	}
+}
+
 func (s *Sim) schedule(at time.Time, fn func()) {
 	s.seq++
 	heap.Push(&s.queue, &event{at: at, seq: s.seq, fn: fn})
