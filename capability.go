@@ -1,0 +1,335 @@
+package clusterer
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/clusterer-go/clusterer/bin"
+	"github.com/clusterer-go/clusterer/internal/core"
+	"github.com/clusterer-go/clusterer/internal/wire"
+)
+
+// A capability is a named channel of module traffic in one cluster (OpenSIPS
+// modules register e.g. "dialog-dlg-repl" or "usrloc-contact-repl"). Its
+// packets are BIN packets whose capability field is the name; the cluster
+// appends the routing trailer, routes them, and delivers those for this
+// node to the capability's Handler.
+
+// Packet is a module packet received for a capability.
+type Packet struct {
+	Cluster int
+	// Src is the node that sent it (not the relay it came through).
+	Src     int
+	Version int16
+	Type    int32
+	// Body is the module's body, trailer removed. It belongs to the
+	// handler.
+	Body []byte
+}
+
+// Reader returns a reader over the body.
+func (p Packet) Reader() bin.Reader { return bin.NewReader(p.Body) }
+
+// EventKind tells what happened to a node.
+type EventKind int
+
+// Event kinds.
+const (
+	// NodeUp: the node became reachable, directly or through others.
+	NodeUp EventKind = iota + 1
+	// NodeDown: the node is no longer reachable.
+	NodeDown
+	// LinkUp and LinkDown: the direct link to the node changed; the node
+	// may still be reachable through others.
+	LinkUp
+	LinkDown
+	// NodeAdded: a node was learned from the network.
+	NodeAdded
+	// NodeRemoved: a node was removed (REMOVE_NODE).
+	NodeRemoved
+	// LocalDisabled: another node removed the local node from the cluster,
+	// which disabled it.
+	LocalDisabled
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case NodeUp:
+		return "node-up"
+	case NodeDown:
+		return "node-down"
+	case LinkUp:
+		return "link-up"
+	case LinkDown:
+		return "link-down"
+	case NodeAdded:
+		return "node-added"
+	case NodeRemoved:
+		return "node-removed"
+	case LocalDisabled:
+		return "local-disabled"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event reports a change of a node as seen from the local node.
+type Event struct {
+	Kind    EventKind
+	Cluster int
+	Node    int
+}
+
+// Handler receives a capability's traffic. Calls for one capability are
+// made in order from one goroutine of the library's, never from the
+// protocol's own; a slow handler delays only its own capability, whose
+// queue is bounded (see Config.HandlerQueue).
+type Handler interface {
+	// HandlePacket is called for every packet of the capability addressed
+	// to the local node.
+	HandlePacket(p Packet)
+	// HandleEvent is called when a node of the capability's cluster comes
+	// up or goes down (reachability), as OpenSIPS's capability callbacks.
+	HandleEvent(e Event)
+}
+
+// HandlerFuncs adapts functions to Handler; nil fields ignore the call.
+type HandlerFuncs struct {
+	Packet func(Packet)
+	Event  func(Event)
+}
+
+// HandlePacket implements Handler.
+func (h HandlerFuncs) HandlePacket(p Packet) {
+	if h.Packet != nil {
+		h.Packet(p)
+	}
+}
+
+// HandleEvent implements Handler.
+func (h HandlerFuncs) HandleEvent(e Event) {
+	if h.Event != nil {
+		h.Event(e)
+	}
+}
+
+// CapabilityConfig registers a capability.
+type CapabilityConfig struct {
+	// Name is the capability as it appears on the wire.
+	Name string
+	// Cluster is the cluster id it works in.
+	Cluster int
+	// QueueLen bounds pending deliveries to the handler; 0 means
+	// Config.HandlerQueue.
+	QueueLen int
+}
+
+type capKey struct {
+	cluster int32
+	name    string
+}
+
+type capability struct {
+	key capKey
+	box *mailbox
+}
+
+// RegisterCapability registers a capability and its handler. It may be
+// called before or after Start. Traffic for capabilities nobody
+// registered is dropped (and counted), as OpenSIPS does.
+func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
+	if cfg.Name == "" || len(cfg.Name) > 255 || cfg.Name == wire.CapInternal || cfg.Name == wire.CapExtra {
+		return fmt.Errorf("%w: name %q", ErrCapability, cfg.Name)
+	}
+	if h == nil {
+		return fmt.Errorf("%w: %q has no handler", ErrCapability, cfg.Name)
+	}
+	cid, err := checkID("cluster", cfg.Cluster)
+	if err != nil || c.view.Load().Cluster(cid) == nil {
+		return fmt.Errorf("%w: %q: %w: %d", ErrCapability, cfg.Name, ErrUnknownCluster, cfg.Cluster)
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = c.cfg.HandlerQueue
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return ErrClosed
+	}
+	key := capKey{cid, cfg.Name}
+	if _, dup := c.caps[key]; dup {
+		return fmt.Errorf("%w: %q already registered in cluster %d", ErrCapability, cfg.Name, cfg.Cluster)
+	}
+	bin.InternCapability(cfg.Name)
+	cp := &capability{key: key, box: newMailbox(cfg.QueueLen, &c.stats.handlerDrops)}
+	cp.box.start(func(item any) {
+		switch v := item.(type) {
+		case Packet:
+			h.HandlePacket(v)
+		case Event:
+			h.HandleEvent(v)
+		}
+	})
+	caps := make(map[capKey]*capability, len(c.caps)+1)
+	for k, v := range c.caps {
+		caps[k] = v
+	}
+	caps[key] = cp
+	c.caps = caps
+	c.capsSnap.Store(&caps)
+	return nil
+}
+
+// deliver hands a module packet for the local node to its capability.
+func (c *Cluster) deliver(t bin.Trailer, p bin.Packet) {
+	caps := c.capsSnap.Load()
+	if caps == nil {
+		c.stats.unknownCapability.Add(1)
+		return
+	}
+	cp := (*caps)[capKey{t.Cluster, p.Capability}]
+	if cp == nil {
+		c.stats.unknownCapability.Add(1)
+		return
+	}
+	body := p.Body[:len(p.Body)-bin.TrailerLen]
+	cp.box.put(Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
+		Body: clone(body)})
+}
+
+// Subscribe calls fn with every event of every cluster, in order, from a
+// goroutine of its own, until the returned function is called or the
+// Cluster is closed. At most queueLen events wait (0: Config.HandlerQueue);
+// more are dropped and counted.
+func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
+	if queueLen <= 0 {
+		queueLen = c.cfg.HandlerQueue
+	}
+	s := &subscriber{box: newMailbox(queueLen, &c.stats.handlerDrops)}
+	s.box.start(func(item any) { fn(item.(Event)) })
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		s.box.close()
+		return func() {}
+	}
+	c.subs[s] = struct{}{}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		delete(c.subs, s)
+		c.mu.Unlock()
+		s.box.close()
+	}
+}
+
+type subscriber struct{ box *mailbox }
+
+// dispatch runs on the loop goroutine: it only queues.
+func (c *Cluster) dispatch(e core.Event) {
+	var kind EventKind
+	switch e.Kind {
+	case core.NodeUp:
+		kind = NodeUp
+	case core.NodeDown:
+		kind = NodeDown
+	case core.LinkUp:
+		kind = LinkUp
+	case core.LinkDown:
+		kind = LinkDown
+	case core.NodeAdded:
+		kind = NodeAdded
+	case core.NodeRemoved:
+		kind = NodeRemoved
+	case core.LocalDisabled:
+		kind = LocalDisabled
+	default:
+		c.stats.unhandledMessages.Add(1) // messaging and capability layers come later
+		return
+	}
+	ev := Event{Kind: kind, Cluster: int(e.Cluster), Node: int(e.Node)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.subs {
+		s.box.put(ev)
+	}
+	if kind == NodeUp || kind == NodeDown {
+		for k, cp := range c.caps {
+			if k.cluster == e.Cluster {
+				cp.box.put(ev)
+			}
+		}
+	}
+}
+
+// mailbox is a bounded queue drained by one goroutine.
+type mailbox struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	items   []any
+	head    int
+	max     int
+	closed  bool
+	done    chan struct{}
+	dropped *atomic.Uint64
+}
+
+func newMailbox(max int, dropped *atomic.Uint64) *mailbox {
+	b := &mailbox{max: max, done: make(chan struct{}), dropped: dropped}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *mailbox) start(fn func(any)) {
+	go func() {
+		defer close(b.done)
+		for {
+			b.mu.Lock()
+			for b.head == len(b.items) && !b.closed {
+				b.cond.Wait()
+			}
+			if b.head == len(b.items) {
+				b.mu.Unlock()
+				return
+			}
+			item := b.items[b.head]
+			b.items[b.head] = nil
+			b.head++
+			if b.head == len(b.items) {
+				b.items, b.head = b.items[:0], 0
+			}
+			b.mu.Unlock()
+			fn(item)
+		}
+	}()
+}
+
+// put never blocks: a full queue drops the item.
+func (b *mailbox) put(item any) {
+	b.mu.Lock()
+	if b.closed || len(b.items)-b.head >= b.max {
+		b.mu.Unlock()
+		b.dropped.Add(1)
+		return
+	}
+	if b.head > 0 && len(b.items) == cap(b.items) {
+		b.items = slices.Delete(b.items, 0, b.head)
+		b.head = 0
+	}
+	b.items = append(b.items, item)
+	b.mu.Unlock()
+	b.cond.Signal()
+}
+
+// close stops accepting, lets the goroutine finish what is queued, and
+// waits for it.
+func (b *mailbox) close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		b.cond.Broadcast()
+	}
+	b.mu.Unlock()
+	<-b.done
+}

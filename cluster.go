@@ -1,0 +1,525 @@
+package clusterer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clusterer-go/clusterer/bin"
+	"github.com/clusterer-go/clusterer/internal/core"
+	"github.com/clusterer-go/clusterer/internal/peer"
+	"github.com/clusterer-go/clusterer/internal/wire"
+)
+
+// Cluster is the local node's membership of one or more clusters.
+//
+// One goroutine owns the protocol state; everything else (sending,
+// relaying, queries) reads an immutable snapshot of it, so a Cluster is
+// safe for concurrent use and a send never waits for the protocol.
+type Cluster struct {
+	cfg  Config
+	core core.Config
+	log  *zap.Logger
+	m    *core.Machine // owned by the loop goroutine once started
+	me   int32
+
+	peers *peer.Manager
+	view  atomic.Pointer[core.View]
+
+	inbox chan input
+	quit  chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex // guards state, caps and subs
+	state    int        // stateNew, stateStarted, stateClosed
+	caps     map[capKey]*capability
+	subs     map[*subscriber]struct{}
+	closeErr error
+
+	// capsSnap is caps for the data plane, replaced on registration.
+	capsSnap atomic.Pointer[map[capKey]*capability]
+
+	activity sync.Map // actKey -> *activity
+
+	// connNode remembers which node sends on an accepted connection
+	// (learned from header-addressed packets), to refuse relaying a packet
+	// back to the node it came from.
+	connNode sync.Map // uint64 -> int32
+
+	stats     counters
+	coreStats atomic.Pointer[core.Stats] // the machine's, copied by the loop
+}
+
+const (
+	stateNew = iota
+	stateStarted
+	stateClosed
+)
+
+// input is one thing for the loop goroutine to do.
+type input struct {
+	kind   inputKind
+	src    core.Source
+	frame  []byte // owned copy
+	addr   string
+	fn     func(m *core.Machine, now time.Time) error
+	result chan error
+}
+
+type inputKind uint8
+
+const (
+	inFrame inputKind = iota
+	inFailure
+	inCommand
+	inRevive
+)
+
+type actKey struct{ cluster, node int32 }
+
+// activity records data-plane traffic per node, read by the loop before
+// each timer run: sending suppresses keep-alive pings, receiving counts as
+// liveness.
+type activity struct {
+	sent, recv         atomic.Int64 // unix nanoseconds
+	sentSeen, recvSeen int64        // last values given to the machine (loop only)
+}
+
+// New validates cfg and prepares a Cluster; nothing touches the network
+// before Start.
+func New(cfg Config) (*Cluster, error) {
+	cc, err := cfg.coreConfig()
+	if err != nil {
+		return nil, err
+	}
+	m, err := core.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.HandlerQueue == 0 {
+		cfg.HandlerQueue = 4096
+	}
+	c := &Cluster{
+		cfg: cfg, core: m.Config(), log: log.With(zap.Int("node", cfg.NodeID)), m: m, me: int32(cfg.NodeID),
+		inbox: make(chan input, 1024), quit: make(chan struct{}),
+		caps: map[capKey]*capability{}, subs: map[*subscriber]struct{}{},
+	}
+	c.view.Store(m.View())
+	return c, nil
+}
+
+// MyID is the local node's id.
+func (c *Cluster) MyID() int { return int(c.me) }
+
+// Start listens on the local node's BIN address and starts probing the
+// provisioned nodes. It returns once the listener is up; the context
+// bounds only the start itself. Close stops everything.
+func (c *Cluster) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateStarted:
+		return ErrStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	selfURL, _ := core.ParseURL(c.core.Clusters[0].Self.URL)
+	listen := c.cfg.ListenAddr
+	if listen == "" {
+		listen = selfURL.Addr.String()
+	}
+	var tr peer.Transport
+	if c.cfg.Transport != nil {
+		tr = c.cfg.Transport
+	}
+	pm, err := peer.New(peer.Config{
+		Transport: tr, ListenAddr: listen, LocalIP: selfURL.Addr.Addr().String(),
+		QueueBytes: c.cfg.QueueBytes, WriteTimeout: c.cfg.WriteTimeout,
+		OnFrame: c.onFrame, OnFailure: c.onFailure, Logger: c.log,
+	})
+	if err != nil {
+		return fmt.Errorf("clusterer: %w", err)
+	}
+	if err := pm.Start(ctx); err != nil {
+		return fmt.Errorf("clusterer: listening on %s: %w", listen, err)
+	}
+	c.peers = pm
+	c.state = stateStarted
+	c.wg.Add(1)
+	go c.loop()
+	c.log.Info("cluster node started", zap.String("listen", listen))
+	return nil
+}
+
+// Close stops the node: connections, timers and handler goroutines.
+// It is idempotent and returns once nothing the Cluster started is left.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return c.closeErr
+	}
+	started := c.state == stateStarted
+	c.state = stateClosed
+	c.mu.Unlock()
+	if started {
+		close(c.quit)
+		c.wg.Wait() // the loop is gone: no more dispatches
+		c.closeErr = c.peers.Close()
+	}
+	c.mu.Lock()
+	caps := c.caps
+	subs := c.subs
+	c.mu.Unlock()
+	for _, cp := range caps {
+		cp.box.close()
+	}
+	for s := range subs {
+		s.box.close()
+	}
+	return c.closeErr
+}
+
+func (c *Cluster) started() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateStarted
+}
+
+// enqueue hands an input to the loop without ever blocking a network
+// goroutine for long: if the loop is stuck the input is dropped and
+// counted (the protocol recovers through its timers).
+func (c *Cluster) enqueue(in input) bool {
+	select {
+	case c.inbox <- in:
+		return true
+	case <-c.quit:
+		return false
+	default:
+	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case c.inbox <- in:
+		return true
+	case <-c.quit:
+	case <-t.C:
+		c.stats.inboxFull.Add(1)
+	}
+	return false
+}
+
+// do runs fn on the loop goroutine and waits for its result.
+func (c *Cluster) do(ctx context.Context, fn func(m *core.Machine, now time.Time) error) error {
+	if !c.started() {
+		return ErrNotStarted
+	}
+	res := make(chan error, 1)
+	select {
+	case c.inbox <- input{kind: inCommand, fn: fn, result: res}:
+	case <-c.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-c.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop owns the protocol machine.
+func (c *Cluster) loop() {
+	defer c.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	c.m.Start(time.Now())
+	c.flush()
+	for {
+		c.armTimer(timer)
+		select {
+		case <-c.quit:
+			return
+		case in := <-c.inbox:
+			c.handle(in)
+			// Take whatever else is waiting before publishing, so bursts
+			// cost one snapshot.
+		drain:
+			for range 256 {
+				select {
+				case in = <-c.inbox:
+					c.handle(in)
+				default:
+					break drain
+				}
+			}
+		case <-timer.C:
+			now := time.Now()
+			c.feedActivity()
+			c.m.Tick(now)
+		}
+		c.flush()
+	}
+}
+
+func (c *Cluster) armTimer(t *time.Timer) {
+	d := c.m.Deadline()
+	wait := time.Hour
+	if !d.IsZero() {
+		wait = max(time.Until(d), 0)
+	}
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(wait)
+}
+
+func (c *Cluster) handle(in input) {
+	now := time.Now()
+	switch in.kind {
+	case inFrame:
+		p, err := bin.Parse(in.frame)
+		if err != nil {
+			c.stats.malformed.Add(1)
+			return
+		}
+		c.m.Receive(now, in.src, p)
+	case inFailure:
+		c.m.SendFailed(now, in.addr)
+	case inRevive:
+		c.feedActivity()
+	case inCommand:
+		in.result <- in.fn(c.m, now)
+	}
+}
+
+// feedActivity gives the machine the data-plane traffic seen since the
+// last time.
+func (c *Cluster) feedActivity() {
+	c.activity.Range(func(k, v any) bool {
+		key, a := k.(actKey), v.(*activity)
+		s, r := a.sent.Load(), a.recv.Load()
+		if s != a.sentSeen || r != a.recvSeen {
+			a.sentSeen, a.recvSeen = s, r
+			c.m.Activity(key.cluster, key.node, unixNano(s), unixNano(r))
+		}
+		return true
+	})
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func (c *Cluster) act(cluster, node int32) *activity {
+	k := actKey{cluster, node}
+	if v, ok := c.activity.Load(k); ok {
+		return v.(*activity)
+	}
+	v, _ := c.activity.LoadOrStore(k, &activity{})
+	return v.(*activity)
+}
+
+// flush sends what the machine produced, dispatches its events and
+// publishes its new state.
+func (c *Cluster) flush() {
+	for range 16 { // failures found while sending feed back in; bounded
+		sends, events := c.m.Drain()
+		if len(sends) == 0 && len(events) == 0 {
+			break
+		}
+		now := time.Now()
+		for _, s := range sends {
+			if s.ConnID != 0 {
+				if err := c.peers.Reply(s.ConnID, s.Frame); err != nil {
+					c.stats.sendErrors.Add(1)
+				}
+				continue
+			}
+			if err := c.peers.Send(s.Addr, s.Frame); err != nil {
+				c.stats.sendErrors.Add(1)
+				c.m.SendFailed(now, s.Addr)
+			}
+		}
+		c.view.Store(c.m.View())
+		for _, e := range events {
+			c.dispatch(e)
+		}
+	}
+	c.view.Store(c.m.View())
+	st := c.m.Stats()
+	c.coreStats.Store(&st)
+}
+
+// onFailure is the transport telling us a connection broke.
+func (c *Cluster) onFailure(addr string, err error) {
+	c.log.Debug("connection failed", zap.String("peer", addr), zap.Error(err))
+	c.enqueue(input{kind: inFailure, addr: addr})
+}
+
+// onFrame runs on a connection's read goroutine for each received frame.
+// Topology traffic goes to the protocol loop; routed traffic is checked
+// against the snapshot and relayed or delivered right here.
+func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
+	p, err := bin.Parse(frame)
+	if err != nil {
+		c.stats.malformed.Add(1)
+		return
+	}
+	src := core.Source{ConnID: ci.ID, IP: ci.Remote.Addr()}
+	if p.Capability == wire.CapInternal {
+		if !ci.Outgoing && len(p.Body) >= 8 {
+			r := p.Reader()
+			r.PopInt()
+			if id := r.PopInt(); id > 0 {
+				c.connNode.Store(ci.ID, id)
+			}
+		}
+		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
+		return
+	}
+	t, err := bin.ParseTrailer(p.Body)
+	if err != nil || len(p.Body) < bin.TrailerLen {
+		c.stats.malformed.Add(1)
+		return
+	}
+	cv := c.view.Load().Cluster(t.Cluster)
+	switch {
+	case cv == nil:
+		c.stats.unknownCluster.Add(1)
+		return
+	case t.Src == c.me:
+		c.stats.ownID.Add(1)
+		return
+	case !cv.Enabled:
+		c.stats.disabled.Add(1)
+		return
+	}
+	sn := cv.Node(t.Src)
+	switch {
+	case sn == nil:
+		c.stats.unknownNode.Add(1)
+		return
+	case !cv.IPAllowed(src.IP):
+		c.stats.sourceIP.Add(1)
+		return
+	case !sn.Enabled:
+		c.stats.disabled.Add(1)
+		return
+	}
+	c.act(t.Cluster, t.Src).recv.Store(time.Now().UnixNano())
+	if sn.State == core.Down {
+		c.enqueue(input{kind: inRevive})
+	}
+	if t.Dst != c.me {
+		c.relay(ci, cv, t, frame)
+		return
+	}
+	if p.Capability == wire.CapExtra {
+		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
+		return
+	}
+	c.deliver(t, p)
+}
+
+// relay forwards a packet for another node, byte for byte, through our
+// own route to it.
+func (c *Cluster) relay(ci peer.ConnInfo, cv *core.ClusterView, t bin.Trailer, frame []byte) {
+	if c.core.NoRerouting {
+		c.stats.relayRefused.Add(1)
+		return
+	}
+	dst := cv.Node(t.Dst)
+	if dst == nil || !dst.Reachable {
+		c.stats.relayNoRoute.Add(1)
+		return
+	}
+	if from, ok := c.connNode.Load(ci.ID); ok && from.(int32) == dst.NextHop {
+		// Sending it back where it came from would loop until the views
+		// agree again.
+		c.stats.relayLoop.Add(1)
+		return
+	}
+	hop := cv.Node(dst.NextHop)
+	if err := c.peers.Send(hop.Addr, frame); err != nil {
+		c.stats.relayFailed.Add(1)
+		c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		return
+	}
+	c.act(t.Cluster, hop.ID).sent.Store(time.Now().UnixNano())
+	c.stats.relayed.Add(1)
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// SetState enables or disables the local node in a cluster (OpenSIPS
+// clusterer_set_status for the local node). A disabled node tells its
+// neighbours its links are DOWN, then sends nothing and ignores all it
+// receives in that cluster.
+func (c *Cluster) SetState(ctx context.Context, cluster int, enabled bool) error {
+	return c.do(ctx, func(m *core.Machine, now time.Time) error {
+		return mapCoreErr(m.SetLocalEnabled(now, int32(cluster), enabled))
+	})
+}
+
+// SetNodeState enables or disables a remote node locally (clusterer_set_status
+// for another node): a disabled node is not probed, nothing is sent to it
+// and its packets are dropped.
+func (c *Cluster) SetNodeState(ctx context.Context, cluster, node int, enabled bool) error {
+	return c.do(ctx, func(m *core.Machine, now time.Time) error {
+		return mapCoreErr(m.SetNodeEnabled(now, int32(cluster), int32(node), enabled))
+	})
+}
+
+// RemoveNode tells every reachable node of the cluster to forget node
+// (REMOVE_NODE) and forgets it locally. A removed node that hears it
+// disables itself in the cluster. Nodes of provisioned clusters ignore it.
+func (c *Cluster) RemoveNode(ctx context.Context, cluster, node int) error {
+	return c.do(ctx, func(m *core.Machine, now time.Time) error {
+		return mapCoreErr(m.RemoveNode(now, int32(cluster), int32(node)))
+	})
+}
+
+func mapCoreErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, core.ErrUnknownCluster):
+		return fmt.Errorf("%w: %v", ErrUnknownCluster, err)
+	case errors.Is(err, core.ErrUnknownNode):
+		return fmt.Errorf("%w: %v", ErrUnknownNode, err)
+	}
+	return err
+}
+
+// addrOf parses "IP" or "IP:PORT".
+func addrOf(s string) (netip.Addr, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	return a.Unmap(), err
+}

@@ -1,0 +1,220 @@
+package clusterer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clusterer-go/clusterer/internal/core"
+	"github.com/clusterer-go/clusterer/internal/route"
+)
+
+// Config configures a Cluster. The zero value of every field means
+// OpenSIPS's default; only NodeID and Clusters are required.
+type Config struct {
+	// NodeID is the local node's id (OpenSIPS my_node_id), >= 1.
+	NodeID int
+	// Clusters the local node belongs to.
+	Clusters []ClusterConfig
+
+	// PingInterval: an UP link is probed after this long without traffic
+	// (default 4 s).
+	PingInterval time.Duration
+	// PingTimeout: a probe not answered within it has failed; retries are
+	// this far apart (default 1 s).
+	PingTimeout time.Duration
+	// NodeTimeout: a DOWN link is probed again this often (default 60 s).
+	NodeTimeout time.Duration
+
+	// Provisioned accepts only the configured nodes, as OpenSIPS does with
+	// a database (db_mode=1). By default unknown nodes are learned from
+	// the network, as with script provisioning (db_mode=0).
+	Provisioned bool
+	// Routing selects next hops. The default, RouteShortest, takes the
+	// fewest hops (ties: lower priority, then lower node id) over links
+	// both ends report UP; RouteOpenSIPS reproduces OpenSIPS's choices.
+	Routing RouteMode
+	// DisableRerouting sends only over direct links (OpenSIPS
+	// enable_rerouting=0).
+	DisableRerouting bool
+
+	// Transport carries the BIN connections; nil means TCP. Tests use an
+	// in-memory network (package clustertest).
+	Transport Transport
+	// ListenAddr overrides the address the BIN listener binds to (for
+	// example "0.0.0.0:5555" behind NAT); by default the host and port of
+	// the first cluster's URL.
+	ListenAddr string
+	// QueueBytes bounds the bytes queued for one peer (default 4 MiB);
+	// a send beyond it fails.
+	QueueBytes int
+	// WriteTimeout bounds each write to a peer (default 1 s); expiry
+	// breaks the link.
+	WriteTimeout time.Duration
+	// HandlerQueue is the default bound of each capability's and each
+	// subscriber's queue of pending deliveries (default 4096); deliveries
+	// beyond it are dropped and counted.
+	HandlerQueue int
+
+	// Logger receives the library's logs; nil means no logging.
+	Logger *zap.Logger
+}
+
+// ClusterConfig is the local node's membership of one cluster.
+type ClusterConfig struct {
+	// ID is the cluster id, >= 1.
+	ID int
+	// Self describes the local node (OpenSIPS my_node_info); its
+	// ClusterID and ID are ignored.
+	Self NodeInfo
+	// Nodes are the provisioned other nodes (neighbor_node_info, or the
+	// database's rows).
+	Nodes []NodeInfo
+}
+
+// RouteMode selects how next hops are chosen.
+type RouteMode int
+
+// Route modes.
+const (
+	RouteShortest RouteMode = iota
+	RouteOpenSIPS
+)
+
+// Transport is what the Cluster needs from the network.
+type Transport interface {
+	Listen(addr string) (net.Listener, error)
+	Dial(ctx context.Context, localIP, addr string) (net.Conn, error)
+}
+
+// ConfigFromOpenSIPS builds a Config from OpenSIPS's script parameters:
+// my_node_id, one my_node_info per cluster and any number of
+// neighbor_node_info strings (see ParseNodeInfo).
+func ConfigFromOpenSIPS(myNodeID int, myNodeInfo []string, neighborNodeInfo []string) (Config, error) {
+	cfg := Config{NodeID: myNodeID}
+	idx := map[int]int{}
+	for i, s := range myNodeInfo {
+		n, err := ParseNodeInfo(s)
+		if err != nil {
+			return cfg, fmt.Errorf("my_node_info[%d]: %w", i, err)
+		}
+		if n.ID != myNodeID {
+			return cfg, fmt.Errorf("%w: my_node_info[%d]: node_id %d differs from my_node_id %d", ErrConfig, i, n.ID, myNodeID)
+		}
+		if _, dup := idx[n.ClusterID]; dup {
+			return cfg, fmt.Errorf("%w: my_node_info[%d]: cluster %d described twice", ErrConfig, i, n.ClusterID)
+		}
+		idx[n.ClusterID] = len(cfg.Clusters)
+		cfg.Clusters = append(cfg.Clusters, ClusterConfig{ID: n.ClusterID, Self: n})
+	}
+	for i, s := range neighborNodeInfo {
+		n, err := ParseNodeInfo(s)
+		if err != nil {
+			return cfg, fmt.Errorf("neighbor_node_info[%d]: %w", i, err)
+		}
+		j, ok := idx[n.ClusterID]
+		if !ok {
+			return cfg, fmt.Errorf("%w: neighbor_node_info[%d]: cluster %d has no my_node_info", ErrConfig, i, n.ClusterID)
+		}
+		cfg.Clusters[j].Nodes = append(cfg.Clusters[j].Nodes, n)
+	}
+	return cfg, nil
+}
+
+func checkID(what string, v int) (int32, error) {
+	if v < 1 || v > math.MaxInt32 {
+		return 0, fmt.Errorf("%w: %s %d must be between 1 and %d", ErrConfig, what, v, math.MaxInt32)
+	}
+	return int32(v), nil
+}
+
+func checkSmall(what string, v int) (int32, error) {
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		return 0, fmt.Errorf("%w: %s %d out of range", ErrConfig, what, v)
+	}
+	return int32(v), nil
+}
+
+// coreConfig validates cfg and translates it for the protocol machine.
+func (cfg *Config) coreConfig() (core.Config, error) {
+	var out core.Config
+	id, err := checkID("NodeID", cfg.NodeID)
+	if err != nil {
+		return out, err
+	}
+	for name, d := range map[string]time.Duration{"PingInterval": cfg.PingInterval, "PingTimeout": cfg.PingTimeout, "NodeTimeout": cfg.NodeTimeout, "WriteTimeout": cfg.WriteTimeout} {
+		if d < 0 {
+			return out, fmt.Errorf("%w: %s %v is negative", ErrConfig, name, d)
+		}
+	}
+	if cfg.QueueBytes < 0 || cfg.HandlerQueue < 0 {
+		return out, fmt.Errorf("%w: QueueBytes and HandlerQueue must not be negative", ErrConfig)
+	}
+	if len(cfg.Clusters) == 0 {
+		return out, fmt.Errorf("%w: Clusters is empty", ErrConfig)
+	}
+	out = core.Config{
+		NodeID: id, PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, NodeTimeout: cfg.NodeTimeout,
+		Discovery: !cfg.Provisioned, NoRerouting: cfg.DisableRerouting,
+	}
+	switch cfg.Routing {
+	case RouteShortest:
+		out.RouteMode = route.Shortest
+	case RouteOpenSIPS:
+		out.RouteMode = route.OpenSIPSCompat
+	default:
+		return out, fmt.Errorf("%w: Routing %d unknown", ErrConfig, cfg.Routing)
+	}
+	for i, cc := range cfg.Clusters {
+		cid, err := checkID(fmt.Sprintf("Clusters[%d].ID", i), cc.ID)
+		if err != nil {
+			return out, err
+		}
+		self, err := nodeInfo(fmt.Sprintf("Clusters[%d].Self", i), cc.Self, false)
+		if err != nil {
+			return out, err
+		}
+		ccfg := core.ClusterConfig{ID: cid, Self: self}
+		for j, n := range cc.Nodes {
+			ni, err := nodeInfo(fmt.Sprintf("Clusters[%d].Nodes[%d]", i, j), n, true)
+			if err != nil {
+				return out, err
+			}
+			ccfg.Nodes = append(ccfg.Nodes, ni)
+		}
+		out.Clusters = append(out.Clusters, ccfg)
+	}
+	return out, nil
+}
+
+func nodeInfo(field string, n NodeInfo, needID bool) (core.NodeInfo, error) {
+	var out core.NodeInfo
+	if needID {
+		id, err := checkID(field+".ID", n.ID)
+		if err != nil {
+			return out, err
+		}
+		out.ID = id
+	}
+	if _, err := core.ParseURL(n.URL); err != nil {
+		return out, fmt.Errorf("%w: %s.URL: %v", ErrConfig, field, err)
+	}
+	prio, err := checkSmall(field+".Priority", n.Priority)
+	if err != nil {
+		return out, err
+	}
+	retries, err := checkSmall(field+".PingRetries", n.PingRetries)
+	if err != nil {
+		return out, err
+	}
+	if retries < NoRetries {
+		return out, fmt.Errorf("%w: %s.PingRetries %d is negative", ErrConfig, field, retries)
+	}
+	out.URL, out.SIPAddr, out.Priority, out.PingRetries = n.URL, n.SIPAddr, prio, retries
+	out.Seed, out.Disabled = n.Seed, n.Disabled
+	return out, nil
+}

@@ -1,0 +1,133 @@
+package clusterer
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/clusterer-go/clusterer/bin"
+	"github.com/clusterer-go/clusterer/internal/core"
+)
+
+// The data plane: sending module packets. A send reads the published
+// snapshot, encodes into a pooled buffer and queues the frame for the next
+// hop's writer; it never waits for the protocol loop or the network.
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// SendTo sends p to one node of a cluster (OpenSIPS send_to), through the
+// current route if the direct link is down. p.Capability names the
+// capability; p.Body is the module's body, to which the routing trailer is
+// appended. The outcome is nil or one of ErrCurrentDisabled, ErrDestDown
+// and ErrSend, OpenSIPS's four results (see SendCode). nil means queued
+// for sending, not delivered.
+func (c *Cluster) SendTo(cluster, node int, p bin.Packet) error {
+	cv, err := c.sendable(cluster)
+	if err != nil {
+		return err
+	}
+	n := cv.Node(int32(node))
+	if n == nil || !n.Reachable {
+		return ErrDestDown
+	}
+	return c.sendVia(cv, n, p)
+}
+
+// SendAll sends p to every reachable node of the cluster (OpenSIPS
+// send_all), one unicast each. It succeeds if at least one node took it;
+// with no node reachable it returns ErrDestDown.
+func (c *Cluster) SendAll(cluster int, p bin.Packet) error {
+	cv, err := c.sendable(cluster)
+	if err != nil {
+		return err
+	}
+	var firstErr error
+	sent := 0
+	for i := range cv.Nodes {
+		n := &cv.Nodes[i]
+		if !n.Reachable || !n.Enabled {
+			continue
+		}
+		if err := c.sendVia(cv, n, p); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		sent++
+	}
+	switch {
+	case sent > 0:
+		return nil
+	case firstErr != nil:
+		return firstErr
+	}
+	return ErrDestDown
+}
+
+func (c *Cluster) sendable(cluster int) (*core.ClusterView, error) {
+	if !c.started() {
+		return nil, ErrNotStarted
+	}
+	cv := c.view.Load().Cluster(int32(cluster))
+	switch {
+	case cv == nil:
+		return nil, ErrUnknownCluster
+	case !cv.Enabled:
+		return nil, ErrCurrentDisabled
+	}
+	return cv, nil
+}
+
+func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet) error {
+	hop := cv.Node(dst.NextHop)
+	if hop == nil {
+		return ErrDestDown
+	}
+	bp := framePool.Get().(*[]byte)
+	frame, err := bin.AppendPacket((*bp)[:0], bin.Packet{Version: p.Version, Capability: p.Capability, Type: p.Type,
+		Body: p.Body})
+	if err == nil && len(frame)+bin.TrailerLen > bin.MaxSendLen {
+		err = bin.ErrTooLarge
+	}
+	if err != nil {
+		framePool.Put(bp)
+		return fmt.Errorf("%w: %w", ErrPacket, err)
+	}
+	frame = appendTrailer(frame, bin.Trailer{Cluster: cv.ID, Src: c.me, Dst: dst.ID})
+	err = c.peers.Send(hop.Addr, frame)
+	*bp = frame
+	framePool.Put(bp)
+	if err != nil {
+		c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		return sendErr(err)
+	}
+	c.act(cv.ID, hop.ID).sent.Store(time.Now().UnixNano())
+	c.stats.sent.Add(1)
+	return nil
+}
+
+// appendTrailer adds the routing trailer to a complete frame and fixes
+// its length.
+func appendTrailer(frame []byte, t bin.Trailer) []byte {
+	frame = appendInt(frame, t.Cluster)
+	frame = appendInt(frame, t.Src)
+	frame = appendInt(frame, t.Dst)
+	n := uint32(len(frame))
+	frame[4], frame[5], frame[6], frame[7] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
+	return frame
+}
+
+func appendInt(b []byte, v int32) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+}
+
+// NextHop returns the neighbour a packet for node goes to: the node itself
+// when the direct link is up.
+func (c *Cluster) NextHop(cluster, node int) (int, bool) {
+	n := c.view.Load().Cluster(int32(cluster)).Node(int32(node))
+	if n == nil || !n.Reachable {
+		return 0, false
+	}
+	return int(n.NextHop), true
+}

@@ -1,0 +1,76 @@
+package clusterer
+
+import "sync/atomic"
+
+// Stats counts what the node did and dropped, by reason.
+type Stats struct {
+	Sent    uint64 // module packets queued by SendTo/SendAll
+	Relayed uint64 // packets relayed for other nodes
+
+	Malformed         uint64 // undecodable packets
+	UnknownCluster    uint64
+	UnknownNode       uint64
+	OwnID             uint64 // packets claiming the local node as source
+	SourceIP          uint64 // from an address outside the cluster
+	Disabled          uint64 // to or from a disabled node
+	UnknownCapability uint64 // module packets nobody registered
+	RelayNoRoute      uint64
+	RelayLoop         uint64 // would have gone back where they came from
+	RelayRefused      uint64 // rerouting disabled
+	RelayFailed       uint64
+	SendErrors        uint64 // protocol messages the transport refused
+	HandlerDrops      uint64 // deliveries dropped by full handler queues
+	InboxFull         uint64 // inputs dropped because the protocol loop lagged
+	Unhandled         uint64 // messages for layers not enabled on this node
+	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
+	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
+
+	// Transport counters.
+	FramesSent, FramesReceived uint64
+	BytesSent, BytesReceived   uint64
+	WriteBatches               uint64
+	FramingErrors              uint64
+	QueueDrops                 uint64 // frames dropped: queue full, reconnect backoff, broken connection
+}
+
+type counters struct {
+	sent, relayed                                           atomic.Uint64
+	malformed, unknownCluster, unknownNode, ownID, sourceIP atomic.Uint64
+	disabled, unknownCapability                             atomic.Uint64
+	relayNoRoute, relayLoop, relayRefused, relayFailed      atomic.Uint64
+	sendErrors, handlerDrops, inboxFull, unhandledMessages  atomic.Uint64
+}
+
+// Stats returns the node's counters.
+func (c *Cluster) Stats() Stats {
+	s := Stats{
+		Sent: c.stats.sent.Load(), Relayed: c.stats.relayed.Load(),
+		Malformed: c.stats.malformed.Load(), UnknownCluster: c.stats.unknownCluster.Load(),
+		UnknownNode: c.stats.unknownNode.Load(), OwnID: c.stats.ownID.Load(), SourceIP: c.stats.sourceIP.Load(),
+		Disabled: c.stats.disabled.Load(), UnknownCapability: c.stats.unknownCapability.Load(),
+		RelayNoRoute: c.stats.relayNoRoute.Load(), RelayLoop: c.stats.relayLoop.Load(),
+		RelayRefused: c.stats.relayRefused.Load(), RelayFailed: c.stats.relayFailed.Load(),
+		SendErrors: c.stats.sendErrors.Load(), HandlerDrops: c.stats.handlerDrops.Load(),
+		InboxFull: c.stats.inboxFull.Load(), Unhandled: c.stats.unhandledMessages.Load(),
+	}
+	if cs := c.coreStats.Load(); cs != nil {
+		s.Malformed += cs.Malformed
+		s.UnknownCluster += cs.UnknownCluster
+		s.UnknownNode += cs.UnknownNode
+		s.OwnID += cs.OwnID
+		s.SourceIP += cs.SourceIP
+		s.Disabled += cs.Disabled
+		s.StaleUpdates = cs.StaleSeq
+		s.TooManyNodes = cs.TooManyNodes
+	}
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
+	if peers != nil {
+		ps := peers.Stats()
+		s.FramesSent, s.FramesReceived, s.BytesSent, s.BytesReceived = ps.FramesSent, ps.FramesRecv, ps.BytesSent, ps.BytesRecv
+		s.WriteBatches, s.FramingErrors = ps.WriteBatches, ps.FramingErrors
+		s.QueueDrops = ps.DroppedQueueFull + ps.DroppedBackoff + ps.DroppedConnFailure
+	}
+	return s
+}
