@@ -40,8 +40,16 @@ type recorder struct {
 	events  []clusterer.Event
 }
 
-func (r *recorder) HandlePacket(p clusterer.Packet) { r.mu.Lock(); r.packets = append(r.packets, p); r.mu.Unlock() }
-func (r *recorder) HandleEvent(e clusterer.Event)   { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
+func (r *recorder) HandlePacket(p clusterer.Packet) {
+	r.mu.Lock()
+	r.packets = append(r.packets, p)
+	r.mu.Unlock()
+}
+func (r *recorder) HandleEvent(e clusterer.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
 func (r *recorder) got() ([]clusterer.Packet, []clusterer.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,0 +1,119 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clusterer-go/clusterer/bin"
+)
+
+// conn is one connection, accepted or dialled, with its reader goroutine.
+type conn struct {
+	nc     net.Conn
+	info   ConnInfo
+	peer   *peer // the owning peer of an outgoing conn; nil if accepted
+	closed atomic.Bool
+
+	// wmu serialises Writes (the peer's writer and Reply) so frames never
+	// interleave and each Write gets its own deadline.
+	wmu sync.Mutex
+}
+
+func (m *Manager) newConn(nc net.Conn, p *peer) *conn {
+	c := &conn{nc: nc, peer: p}
+	c.info = ConnInfo{
+		ID:     m.nextID.Add(1),
+		Remote: addrPort(nc.RemoteAddr()),
+	}
+	if p != nil {
+		c.info.Outgoing = true
+		c.info.PeerAddr = p.addr
+	}
+	return c
+}
+
+// write writes b in one Write call bounded by timeout.
+func (c *conn) write(b []byte, timeout time.Duration) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// close closes the network conn once; it unblocks the reader and any
+// writer. It reports whether this call closed it.
+func (c *conn) close() bool {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	_ = c.nc.Close()
+	return true
+}
+
+// readLoop frames the connection's stream and hands frames to OnFrame until
+// the stream fails; then it closes the connection and, for an outgoing one,
+// reports the failure at once (a crashed peer's reset is seen here first).
+func (m *Manager) readLoop(c *conn) {
+	defer m.wg.Done()
+	sr := bin.NewStreamReader(c.nc)
+	onFrame := m.cfg.OnFrame
+	for {
+		frame, err := sr.Next()
+		if err != nil {
+			m.readFailed(c, err)
+			return
+		}
+		m.stats.framesRecv.Add(1)
+		m.stats.bytesRecv.Add(uint64(len(frame)))
+		if onFrame != nil {
+			onFrame(c.info, frame)
+		}
+	}
+}
+
+func (m *Manager) readFailed(c *conn, err error) {
+	m.untrack(c)
+	framing := errors.Is(err, bin.ErrBadMarker) || errors.Is(err, bin.ErrBadLength)
+	if framing {
+		m.stats.framingErrors.Add(1)
+		m.log.Info("peer: framing error, closing connection",
+			zap.Uint64("conn", c.info.ID), zap.Stringer("remote", c.info.Remote), zap.Error(err))
+	}
+	if c.peer != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("peer: connection to %s closed by peer: %w", c.peer.addr, err)
+		} else {
+			err = fmt.Errorf("peer: read from %s: %w", c.peer.addr, err)
+		}
+		c.peer.fail(c, err) // closes c; reports only if c is still current
+		return
+	}
+	if c.close() && !framing { // not closed by us first: the dialler went away
+		m.log.Debug("peer: accepted connection ended",
+			zap.Uint64("conn", c.info.ID), zap.Stringer("remote", c.info.Remote), zap.Error(err))
+	}
+}
+
+// addrPort converts a net.Addr to a netip.AddrPort (zero if it is not IP).
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

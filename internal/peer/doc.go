@@ -1,0 +1,50 @@
+// Package peer manages the TCP connections between clusterer nodes: framing of
+// received BIN packets, one bounded write queue per peer drained by a batching
+// writer, lazy dialling from the node's advertised IP, and reconnect with
+// backoff.
+//
+// # Why
+//
+// OpenSIPS sends to a peer only over a connection it opened itself to the
+// peer's BIN listener, dialled from its own advertised IP (receivers check the
+// source IP). So there are two connections per node pair, each carrying
+// traffic mostly in its dialling direction; the one exception, UNKNOWN_ID, is
+// written back on the accepted connection a ping arrived on. A Go node must
+// therefore dial its own connections, read from both the connections it
+// accepts and the ones it dials, and be able to answer on a given accepted
+// connection.
+//
+// Higher layers (the protocol loop, the data plane) must never block on the
+// network: a slow or dead peer may cost them a queue of bounded size and a
+// prompt error, nothing more. And a peer that crashes must be noticed at once:
+// the kernel resets its connections, and that reset, seen by the reader of our
+// outgoing connection, is reported immediately rather than at the next send.
+//
+// # What
+//
+// A [Manager] listens on one address and keeps, per peer address it sends to:
+//
+//   - a byte queue: [Manager.Send] copies the frame into it under a short
+//     mutex and wakes the peer's writer; it never touches the network and
+//     does not allocate in steady state;
+//   - one writer goroutine, which dials when the first frame is queued and
+//     then writes everything queued since its last write in one Write call,
+//     so many frames share a syscall under load;
+//   - one outgoing connection, read by its own goroutine (replies such as
+//     UNKNOWN_ID arrive there, and so does the reset of a crashed peer).
+//
+// Every accepted connection gets a reader goroutine too, and is tracked by id
+// so [Manager.Reply] can write back on it. Received frames go to
+// [Config.OnFrame] together with a [ConnInfo] naming the connection; this
+// layer never learns node ids, higher layers tag connections with them.
+//
+// A failure of an outgoing connection (dial error or timeout, write error or
+// timeout, reset, close by the peer) closes it, discards the peer's queued
+// frames (counted in [Stats]) and is reported once through
+// [Config.OnFailure]. After a failed dial the peer is in backoff and Send
+// fails at once with [ErrBackoff], as a refused connect would; after a broken
+// connection the next Send dials again at once, as OpenSIPS does.
+//
+// The network is reached through a [Transport]: [TCP] for real sockets, or
+// the in-memory network of package memnet in tests.
+package peer
