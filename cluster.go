@@ -391,7 +391,10 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 	}
 	src := core.Source{ConnID: ci.ID, IP: ci.Remote.Addr()}
 	if p.Capability == wire.CapInternal {
-		if !ci.Outgoing && len(p.Body) >= 8 {
+		// PING and PONG come from the node at the other end (updates are
+		// flooded with their originator's id): they say whose connection
+		// this is.
+		if t := wire.Type(p.Type); !ci.Outgoing && (t == wire.TypePing || t == wire.TypePong) && len(p.Body) >= 8 {
 			r := p.Reader()
 			r.PopInt()
 			if id := r.PopInt(); id > 0 {
