@@ -193,10 +193,19 @@ func (c *Cluster) Close() error {
 	return c.closeErr
 }
 
-func (c *Cluster) started() bool {
+func (c *Cluster) started() bool { return c.running() == nil }
+
+// running is nil for a started Cluster, else ErrNotStarted or ErrClosed.
+func (c *Cluster) running() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state == stateStarted
+	switch c.state {
+	case stateNew:
+		return ErrNotStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	return nil
 }
 
 // enqueue hands an input to the loop without ever blocking a network
@@ -224,8 +233,8 @@ func (c *Cluster) enqueue(in input) bool {
 
 // do runs fn on the loop goroutine and waits for its result.
 func (c *Cluster) do(ctx context.Context, fn func(m *core.Machine, now time.Time) error) error {
-	if !c.started() {
-		return ErrNotStarted
+	if err := c.running(); err != nil {
+		return err
 	}
 	res := make(chan error, 1)
 	select {

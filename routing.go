@@ -66,8 +66,8 @@ func (c *Cluster) SendAll(cluster int, p bin.Packet) error {
 }
 
 func (c *Cluster) sendable(cluster int) (*core.ClusterView, error) {
-	if !c.started() {
-		return nil, ErrNotStarted
+	if err := c.running(); err != nil {
+		return nil, err
 	}
 	cv := c.view.Load().Cluster(int32(cluster))
 	switch {
