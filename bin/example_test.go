@@ -31,7 +31,7 @@ func ExampleBuilder() {
 		return
 	}
 	fmt.Println(len(frame), p.Capability, p.Type, callID, expires, t)
-	// Output: 71 dialog-dlg-repl 1 callid-42@example.com 3600 {1 2 3}
+	// Output: 70 dialog-dlg-repl 1 callid-42@example.com 3600 {1 2 3}
 }
 
 // Go values travel as msgpack inside an ordinary BIN string.
