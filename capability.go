@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.uber.org/zap"
+
 	"github.com/clusterer-go/clusterer/bin"
 	"github.com/clusterer-go/clusterer/internal/core"
 	"github.com/clusterer-go/clusterer/internal/wire"
@@ -249,6 +251,12 @@ func (c *Cluster) dispatch(e core.Event) {
 		return
 	}
 	ev := Event{Kind: kind, Cluster: int(e.Cluster), Node: int(e.Node)}
+	switch kind {
+	case LinkUp, LinkDown:
+		c.log.Debug(kind.String(), zap.Int("cluster", ev.Cluster), zap.Int("peer", ev.Node))
+	default:
+		c.log.Info(kind.String(), zap.Int("cluster", ev.Cluster), zap.Int("peer", ev.Node))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s := range c.subs {
