@@ -7,8 +7,8 @@ import (
 	"github.com/clusterer-go/clusterer/internal/wire"
 )
 
-// The link state machine (spec §6). Differences from OpenSIPS, none visible
-// on the wire:
+// The link state machine (spec §6). Differences from OpenSIPS; the messages
+// and their fields stay OpenSIPS's, only their timing changes:
 //   - timers fire at exact deadlines instead of on a gcd-period ticker;
 //   - send failures arrive asynchronously (SendFailed) and are applied as
 //     OpenSIPS applies a failed synchronous send;
