@@ -134,7 +134,15 @@ type capKey struct {
 
 type capability struct {
 	key capKey
-	box *mailbox
+	box *mailbox[delivery]
+}
+
+// delivery is a packet or an event for a capability's handler; a struct,
+// not an interface, so queuing one does not allocate.
+type delivery struct {
+	pkt   Packet
+	ev    Event
+	isEvt bool
 }
 
 // RegisterCapability registers a capability and its handler. It may be
@@ -164,13 +172,12 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 		return fmt.Errorf("%w: %q already registered in cluster %d", ErrCapability, cfg.Name, cfg.Cluster)
 	}
 	bin.InternCapability(cfg.Name)
-	cp := &capability{key: key, box: newMailbox(cfg.QueueLen, &c.stats.handlerDrops)}
-	cp.box.start(func(item any) {
-		switch v := item.(type) {
-		case Packet:
-			h.HandlePacket(v)
-		case Event:
-			h.HandleEvent(v)
+	cp := &capability{key: key, box: newMailbox[delivery](cfg.QueueLen, &c.stats.handlerDrops)}
+	cp.box.start(func(d delivery) {
+		if d.isEvt {
+			h.HandleEvent(d.ev)
+		} else {
+			h.HandlePacket(d.pkt)
 		}
 	})
 	caps := make(map[capKey]*capability, len(c.caps)+1)
@@ -196,8 +203,8 @@ func (c *Cluster) deliver(t bin.Trailer, p bin.Packet) {
 		return
 	}
 	body := p.Body[:len(p.Body)-bin.TrailerLen]
-	cp.box.put(Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
-		Body: clone(body)})
+	cp.box.put(delivery{pkt: Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
+		Body: clone(body)}})
 }
 
 // Subscribe calls fn with every event of every cluster, in order, from a
@@ -208,8 +215,8 @@ func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
 	if queueLen <= 0 {
 		queueLen = c.cfg.HandlerQueue
 	}
-	s := &subscriber{box: newMailbox(queueLen, &c.stats.handlerDrops)}
-	s.box.start(func(item any) { fn(item.(Event)) })
+	s := &subscriber{box: newMailbox[Event](queueLen, &c.stats.handlerDrops)}
+	s.box.start(fn)
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
@@ -226,7 +233,7 @@ func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
 	}
 }
 
-type subscriber struct{ box *mailbox }
+type subscriber struct{ box *mailbox[Event] }
 
 // dispatch runs on the loop goroutine: it only queues.
 func (c *Cluster) dispatch(e core.Event) {
@@ -265,17 +272,17 @@ func (c *Cluster) dispatch(e core.Event) {
 	if kind == NodeUp || kind == NodeDown {
 		for k, cp := range c.caps {
 			if k.cluster == e.Cluster {
-				cp.box.put(ev)
+				cp.box.put(delivery{ev: ev, isEvt: true})
 			}
 		}
 	}
 }
 
 // mailbox is a bounded queue drained by one goroutine.
-type mailbox struct {
+type mailbox[T any] struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
-	items   []any
+	items   []T
 	head    int
 	max     int
 	closed  bool
@@ -283,13 +290,13 @@ type mailbox struct {
 	dropped *atomic.Uint64
 }
 
-func newMailbox(max int, dropped *atomic.Uint64) *mailbox {
-	b := &mailbox{max: max, done: make(chan struct{}), dropped: dropped}
+func newMailbox[T any](max int, dropped *atomic.Uint64) *mailbox[T] {
+	b := &mailbox[T]{max: max, done: make(chan struct{}), dropped: dropped}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
 
-func (b *mailbox) start(fn func(any)) {
+func (b *mailbox[T]) start(fn func(T)) {
 	go func() {
 		defer close(b.done)
 		for {
@@ -302,7 +309,8 @@ func (b *mailbox) start(fn func(any)) {
 				return
 			}
 			item := b.items[b.head]
-			b.items[b.head] = nil
+			var zero T
+			b.items[b.head] = zero
 			b.head++
 			if b.head == len(b.items) {
 				b.items, b.head = b.items[:0], 0
@@ -314,7 +322,7 @@ func (b *mailbox) start(fn func(any)) {
 }
 
 // put never blocks: a full queue drops the item.
-func (b *mailbox) put(item any) {
+func (b *mailbox[T]) put(item T) {
 	b.mu.Lock()
 	if b.closed || len(b.items)-b.head >= b.max {
 		b.mu.Unlock()
@@ -332,7 +340,7 @@ func (b *mailbox) put(item any) {
 
 // close stops accepting, lets the goroutine finish what is queued, and
 // waits for it.
-func (b *mailbox) close() {
+func (b *mailbox[T]) close() {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true

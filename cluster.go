@@ -370,7 +370,9 @@ func (c *Cluster) flush() {
 			}
 			if err := c.peers.Send(s.Addr, s.Frame); err != nil {
 				c.stats.sendErrors.Add(1)
-				c.m.SendFailed(now, s.Addr)
+				if linkBroken(err) {
+					c.m.SendFailed(now, s.Addr)
+				}
 			}
 		}
 		c.view.Store(c.m.View())
@@ -478,11 +480,21 @@ func (c *Cluster) relay(ci peer.ConnInfo, cv *core.ClusterView, t bin.Trailer, f
 	hop := cv.Node(dst.NextHop)
 	if err := c.peers.Send(hop.Addr, frame); err != nil {
 		c.stats.relayFailed.Add(1)
-		c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		if linkBroken(err) {
+			c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		}
 		return
 	}
 	c.act(t.Cluster, hop.ID).sent.Store(time.Now().UnixNano())
 	c.stats.relayed.Add(1)
+}
+
+// linkBroken tells a failed connection (the link must leave UP, as
+// OpenSIPS does on a send error) from a full queue, which is back-pressure
+// on a working link: treating that as a failure would take healthy links
+// down under load and flood the cluster with link-state updates.
+func linkBroken(err error) bool {
+	return !errors.Is(err, peer.ErrQueueFull)
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }

@@ -17,6 +17,9 @@ var (
 	// ErrSend: the packet could not be handed to the network
 	// (CLUSTERER_SEND_ERR); the error wraps the cause.
 	ErrSend = errors.New("clusterer: send failed")
+	// ErrQueueFull accompanies ErrSend when the next hop's queue is full
+	// (Config.QueueBytes): the link works but is slower than the sender.
+	ErrQueueFull = errors.New("clusterer: send queue full")
 	// ErrUnknownCluster: the local node is not a member of the cluster.
 	ErrUnknownCluster = errors.New("clusterer: unknown cluster")
 	// ErrUnknownNode: no such node in the cluster.
@@ -60,8 +63,11 @@ func SendCode(err error) int {
 
 // sendErr wraps a transport error as ErrSend, keeping the cause testable.
 func sendErr(err error) error {
-	if errors.Is(err, peer.ErrClosed) {
+	switch {
+	case errors.Is(err, peer.ErrClosed):
 		return errors.Join(ErrSend, ErrClosed)
+	case errors.Is(err, peer.ErrQueueFull):
+		return errors.Join(ErrSend, ErrQueueFull)
 	}
 	return errors.Join(ErrSend, err)
 }

@@ -20,7 +20,9 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &
 // capability; p.Body is the module's body, to which the routing trailer is
 // appended. The outcome is nil or one of ErrCurrentDisabled, ErrDestDown
 // and ErrSend, OpenSIPS's four results (see SendCode). nil means queued
-// for sending, not delivered.
+// for sending, not delivered. When the next hop's queue is full (the
+// network or the peer is slower than the sender) the error is ErrSend
+// and also ErrQueueFull: back-pressure, after which the caller may retry.
 func (c *Cluster) SendTo(cluster, node int, p bin.Packet) error {
 	cv, err := c.sendable(cluster)
 	if err != nil {
@@ -99,7 +101,9 @@ func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet
 	*bp = frame
 	framePool.Put(bp)
 	if err != nil {
-		c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		if linkBroken(err) {
+			c.enqueue(input{kind: inFailure, addr: hop.Addr})
+		}
 		return sendErr(err)
 	}
 	c.act(cv.ID, hop.ID).sent.Store(time.Now().UnixNano())

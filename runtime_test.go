@@ -298,3 +298,38 @@ func freePorts(t *testing.T, n int) []string {
 	}
 	return ports
 }
+
+// A full send queue is back-pressure on a working link, not a failure.
+func TestQueueFullKeepsTheLinkUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := clustertest.NewNetwork()
+		defer nw.Close()
+		nodes := map[int]*clusterer.Cluster{}
+		for _, id := range []int{1, 2} {
+			cfg := testConfig(id, nw, 3-id)
+			cfg.QueueBytes = 64 << 10
+			c, err := clusterer.New(cfg)
+			require.NoError(t, err)
+			require.NoError(t, c.Start(context.Background()))
+			defer c.Close()
+			nodes[id] = c
+		}
+		time.Sleep(3 * time.Second)
+		nw.Delay(ip(1), ip(2), 300*time.Millisecond) // a slow path: bytes pile up in flight
+		full := 0
+		for range 20000 {
+			err := nodes[1].SendTo(cl, 2, packet("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"))
+			if errors.Is(err, clusterer.ErrQueueFull) {
+				require.ErrorIs(t, err, clusterer.ErrSend)
+				full++
+			} else {
+				require.NoError(t, err)
+			}
+		}
+		require.Positive(t, full, "the queue filled")
+		synctest.Wait()
+		st, _ := nodes[1].Node(cl, 2)
+		require.Equal(t, clusterer.LinkIsUp, st.Link)
+		require.True(t, st.Reachable)
+	})
+}
