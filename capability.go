@@ -2,7 +2,6 @@ package clusterer
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -278,12 +277,13 @@ func (c *Cluster) dispatch(e core.Event) {
 	}
 }
 
-// mailbox is a bounded queue drained by one goroutine.
+// mailbox is a bounded queue drained by one goroutine. The goroutine takes
+// everything queued at once and is woken only when the queue goes from
+// empty to non-empty, so a burst costs one wake-up, not one per item.
 type mailbox[T any] struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	items   []T
-	head    int
 	max     int
 	closed  bool
 	done    chan struct{}
@@ -299,24 +299,23 @@ func newMailbox[T any](max int, dropped *atomic.Uint64) *mailbox[T] {
 func (b *mailbox[T]) start(fn func(T)) {
 	go func() {
 		defer close(b.done)
+		var batch []T
 		for {
 			b.mu.Lock()
-			for b.head == len(b.items) && !b.closed {
+			for len(b.items) == 0 && !b.closed {
 				b.cond.Wait()
 			}
-			if b.head == len(b.items) {
+			if len(b.items) == 0 {
 				b.mu.Unlock()
 				return
 			}
-			item := b.items[b.head]
-			var zero T
-			b.items[b.head] = zero
-			b.head++
-			if b.head == len(b.items) {
-				b.items, b.head = b.items[:0], 0
-			}
+			batch, b.items = b.items, batch[:0]
 			b.mu.Unlock()
-			fn(item)
+			for i := range batch {
+				fn(batch[i])
+				var zero T
+				batch[i] = zero // let the handler's data go
+			}
 		}
 	}()
 }
@@ -324,18 +323,17 @@ func (b *mailbox[T]) start(fn func(T)) {
 // put never blocks: a full queue drops the item.
 func (b *mailbox[T]) put(item T) {
 	b.mu.Lock()
-	if b.closed || len(b.items)-b.head >= b.max {
+	if b.closed || len(b.items) >= b.max {
 		b.mu.Unlock()
 		b.dropped.Add(1)
 		return
 	}
-	if b.head > 0 && len(b.items) == cap(b.items) {
-		b.items = slices.Delete(b.items, 0, b.head)
-		b.head = 0
-	}
 	b.items = append(b.items, item)
+	wake := len(b.items) == 1
 	b.mu.Unlock()
-	b.cond.Signal()
+	if wake {
+		b.cond.Signal()
+	}
 }
 
 // close stops accepting, lets the goroutine finish what is queued, and

@@ -57,7 +57,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	// HandlerQueue is the default bound of each capability's and each
 	// subscriber's queue of pending deliveries (default 4096); deliveries
-	// beyond it are dropped and counted.
+	// beyond it are dropped and counted. The handler takes what is queued
+	// in batches, so up to twice this many may be held at once.
 	HandlerQueue int
 
 	// Logger receives the library's logs; nil means no logging.

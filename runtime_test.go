@@ -127,6 +127,7 @@ func TestSetStateAndRemoveNode(t *testing.T) {
 		require.True(t, st.Disabled)
 		require.ErrorIs(t, nodes[1].SendTo(cl, 3, packet("x")), clusterer.ErrDestDown)
 		require.NoError(t, nodes[1].SetNodeState(ctx, cl, 3, true))
+		time.Sleep(3 * time.Second) // linked again, so that node 3 hears its removal
 
 		require.NoError(t, nodes[1].RemoveNode(ctx, cl, 3))
 		time.Sleep(100 * time.Millisecond)
@@ -238,7 +239,7 @@ func TestSlowHandlerDoesNotBlockTheProtocol(t *testing.T) {
 		time.Sleep(30 * time.Second) // pings keep flowing while the handler is stuck
 		require.Equal(t, []int{1}, reachable(nodes[2]))
 		drops := nodes[2].Stats().HandlerDrops
-		require.GreaterOrEqual(t, drops, uint64(100-10-1), "a bounded queue: ten waiting, perhaps one in the handler")
+		require.GreaterOrEqual(t, drops, uint64(100-2*10), "bounded: ten waiting, at most ten more in the handler's batch")
 		close(block)
 		synctest.Wait()
 		require.Equal(t, int64(100), handled.Load()+int64(drops), "every packet was handled or counted as dropped")
