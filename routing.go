@@ -3,7 +3,6 @@ package clusterer
 import (
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/clusterer-go/clusterer/bin"
 	"github.com/clusterer-go/clusterer/internal/core"
@@ -106,7 +105,7 @@ func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet
 		}
 		return sendErr(err)
 	}
-	c.act(cv.ID, hop.ID).sent.Store(time.Now().UnixNano())
+	c.act(cv.ID, hop.ID).sent.Add(1)
 	c.stats.sent.Add(1)
 	return nil
 }

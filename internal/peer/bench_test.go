@@ -97,3 +97,56 @@ func BenchmarkSendSink(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCrashDetectTCP measures how long after a peer's Manager closes
+// (as when its process dies and the kernel closes its sockets) the other
+// side's OnFailure runs, on loopback TCP. ns/op covers the peer's Close and
+// the detection; detect-µs is from the start of Close to OnFailure.
+func BenchmarkCrashDetectTCP(b *testing.B) {
+	failed := make(chan time.Time, 1)
+	a := tcpNode(b, "127.0.0.1", func(c *peer.Config) {
+		c.OnFailure = func(string, error) {
+			select {
+			case failed <- time.Now():
+			default:
+			}
+		}
+	})
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		var got atomic.Int64
+		m, err := peer.New(peer.Config{
+			ListenAddr: "127.0.0.1:0",
+			LocalIP:    "127.0.0.1",
+			OnFrame:    func(peer.ConnInfo, []byte) { got.Add(1) },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Start(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		to := m.Addr().String()
+		if err := a.Send(to, frame(1, 0, 64)); err != nil {
+			b.Fatal(err)
+		}
+		eventually(b, "delivery", 5*time.Second, func() bool { return got.Load() == 1 })
+		b.StartTimer()
+
+		start := time.Now()
+		m.Close()
+		select {
+		case at := <-failed:
+			total += at.Sub(start)
+		case <-time.After(5 * time.Second):
+			b.Fatal("crash not detected within 5 s")
+		}
+
+		b.StopTimer()
+		a.Disconnect(to)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "detect-µs")
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ type conn struct {
 	info   ConnInfo
 	peer   *peer // the owning peer of an outgoing conn; nil if accepted
 	closed atomic.Bool
+	cause  atomic.Pointer[error] // why we closed it, for the reader to report
 
 	// wmu serialises Writes (the peer's writer and Reply) so frames never
 	// interleave and each Write gets its own deadline.
@@ -40,15 +42,31 @@ func (m *Manager) newConn(nc net.Conn, p *peer) *conn {
 	return c
 }
 
-// write writes b in one Write call bounded by timeout.
+// write writes b, normally in one Write call. timeout bounds how long the
+// connection may accept no bytes at all: a big batch to a slow but live peer
+// may take longer than timeout as a whole, and must not be mistaken for a
+// dead one, so a Write that timed out after making progress is resumed
+// with a fresh deadline. A stalled peer therefore fails after between one
+// and two timeouts.
 func (c *conn) write(b []byte, timeout time.Duration) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return err
+	for {
+		if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		n, err := c.nc.Write(b)
+		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		b = b[n:]
 	}
-	_, err := c.nc.Write(b)
-	return err
+}
+
+// closeWith closes the conn, recording err as the reason its reader reports.
+func (c *conn) closeWith(err error) {
+	c.cause.CompareAndSwap(nil, &err)
+	c.close()
 }
 
 // close closes the network conn once; it unblocks the reader and any

@@ -48,8 +48,9 @@ type Config struct {
 	// (including the batch being written). A Send that would exceed it
 	// fails with ErrQueueFull.
 	QueueBytes int
-	// WriteTimeout bounds every Write call on a connection; expiry is a
-	// connection failure.
+	// WriteTimeout bounds how long a write may make no progress; expiry is
+	// a connection failure. (A large batch to a slow peer may take longer as
+	// a whole as long as bytes keep moving.)
 	WriteTimeout time.Duration
 	// DialTimeout bounds a dial.
 	DialTimeout time.Duration
@@ -252,9 +253,10 @@ func (m *Manager) SendMany(addr string, frames ...[]byte) error {
 }
 
 // Reply writes frame on connection connID (typically an accepted one, as
-// for UNKNOWN_ID), synchronously and within WriteTimeout. It fails with
-// ErrNoConn if the connection is gone. A write error closes the connection
-// (and, for an outgoing one, is reported through OnFailure).
+// for UNKNOWN_ID), synchronously: it may block for up to about twice
+// WriteTimeout if the peer does not read. It fails with ErrNoConn if the
+// connection is gone. A write error closes the connection; for an outgoing
+// one it is also reported through OnFailure, as any broken connection.
 func (m *Manager) Reply(connID uint64, frame []byte) error {
 	m.mu.RLock()
 	c, closed := m.conns[connID], m.closed
@@ -267,12 +269,12 @@ func (m *Manager) Reply(connID uint64, frame []byte) error {
 	}
 	m.stats.writeBatches.Add(1)
 	if err := c.write(frame, m.cfg.WriteTimeout); err != nil {
-		if c.peer != nil {
-			c.peer.fail(c, err)
-		} else {
-			c.close()
-		}
-		return fmt.Errorf("peer: reply on connection %d: %w", connID, err)
+		err = fmt.Errorf("peer: reply on connection %d: %w", connID, err)
+		// Closing wakes the reader, which reports an outgoing conn's
+		// failure: OnFailure then runs on a library goroutine, not on the
+		// caller's, which may hold its own locks.
+		c.closeWith(err)
+		return err
 	}
 	m.stats.framesSent.Add(1)
 	m.stats.bytesSent.Add(uint64(len(frame)))

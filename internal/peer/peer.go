@@ -59,6 +59,10 @@ func (p *peer) enqueue(frames ...[]byte) error {
 		p.mu.Unlock()
 		return errPeerGone
 	}
+	if size == 0 { // nothing to write; do not dial for it either
+		p.mu.Unlock()
+		return nil
+	}
 	if !p.backoffUntil.IsZero() {
 		if time.Now().Before(p.backoffUntil) {
 			p.mu.Unlock()
@@ -245,6 +249,9 @@ func (p *peer) fail(c *conn, err error) {
 	frames, bytes := p.discardLocked()
 	p.mu.Unlock()
 	c.close()
+	if cause := c.cause.Load(); cause != nil {
+		err = *cause // we closed it (a failed Reply): report why
+	}
 
 	m := p.m
 	m.untrack(c) // Reply must not find it any more
