@@ -50,7 +50,8 @@ type Cluster struct {
 	// connNode remembers which node sends on an accepted connection
 	// (learned from header-addressed packets), to refuse relaying a packet
 	// back to the node it came from.
-	connNode sync.Map // uint64 -> int32
+	connNode   sync.Map // uint64 -> int32
+	connTagged atomic.Int64
 
 	stats     counters
 	coreStats atomic.Pointer[core.Stats] // the machine's, copied by the loop
@@ -413,7 +414,13 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 			r := p.Reader()
 			r.PopInt()
 			if id := r.PopInt(); id > 0 {
-				c.connNode.Store(ci.ID, id)
+				if _, had := c.connNode.Swap(ci.ID, id); !had && c.connTagged.Add(1) > maxConnTags {
+					// Closed connections leave entries behind; rather than
+					// track closes, start over now and then: live
+					// connections are tagged again by their next ping.
+					c.connNode.Clear()
+					c.connTagged.Store(0)
+				}
 			}
 		}
 		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
@@ -500,6 +507,10 @@ func (c *Cluster) relay(ci peer.ConnInfo, cv *core.ClusterView, t bin.Trailer, f
 func linkBroken(err error) bool {
 	return !errors.Is(err, peer.ErrQueueFull)
 }
+
+// maxConnTags bounds connNode: far more than the connections of a
+// 128-node cluster.
+const maxConnTags = 4096
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
