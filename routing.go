@@ -88,14 +88,13 @@ func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet
 	bp := framePool.Get().(*[]byte)
 	frame, err := bin.AppendPacket((*bp)[:0], bin.Packet{Version: p.Version, Capability: p.Capability, Type: p.Type,
 		Body: p.Body})
-	if err == nil && len(frame)+bin.TrailerLen > bin.MaxSendLen {
-		err = bin.ErrTooLarge
+	if err == nil {
+		frame, err = bin.AppendTrailer(frame, bin.Trailer{Cluster: cv.ID, Src: c.me, Dst: dst.ID})
 	}
 	if err != nil {
 		framePool.Put(bp)
 		return fmt.Errorf("%w: %w", ErrPacket, err)
 	}
-	frame = appendTrailer(frame, bin.Trailer{Cluster: cv.ID, Src: c.me, Dst: dst.ID})
 	err = c.peers.Send(hop.Addr, frame)
 	*bp = frame
 	framePool.Put(bp)
@@ -108,21 +107,6 @@ func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet
 	c.act(cv.ID, hop.ID).sent.Add(1)
 	c.stats.sent.Add(1)
 	return nil
-}
-
-// appendTrailer adds the routing trailer to a complete frame and fixes
-// its length.
-func appendTrailer(frame []byte, t bin.Trailer) []byte {
-	frame = appendInt(frame, t.Cluster)
-	frame = appendInt(frame, t.Src)
-	frame = appendInt(frame, t.Dst)
-	n := uint32(len(frame))
-	frame[4], frame[5], frame[6], frame[7] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
-	return frame
-}
-
-func appendInt(b []byte, v int32) []byte {
-	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
 }
 
 // NextHop returns the neighbour a packet for node goes to: the node itself

@@ -418,3 +418,27 @@ func (neverReader) Read([]byte) (int, error) { panic("read past a rejected heade
 type zeroReader struct{}
 
 func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+func TestAppendTrailer(t *testing.T) {
+	b := NewBuilder(1, "m", 1)
+	b.PushStr("x")
+	frame, err := b.Finish()
+	require.NoError(t, err)
+	withT, err := AppendTrailer(frame, Trailer{1, 2, 3})
+	require.NoError(t, err)
+	p, err := Parse(withT)
+	require.NoError(t, err)
+	r := p.Reader()
+	require.Equal(t, Trailer{1, 2, 3}, r.PopTrailer())
+	require.Equal(t, "x", r.PopStr())
+	require.NoError(t, r.Done())
+
+	_, err = AppendTrailer([]byte("nope"), Trailer{})
+	require.ErrorIs(t, err, ErrTruncated)
+	big := NewBuilder(1, "m", 1)
+	big.PushRaw(make([]byte, MaxSendLen-big.Len()))
+	frame, err = big.Finish()
+	require.NoError(t, err)
+	_, err = AppendTrailer(frame, Trailer{})
+	require.ErrorIs(t, err, ErrTooLarge)
+}

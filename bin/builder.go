@@ -186,6 +186,22 @@ func ParseTrailer(b []byte) (Trailer, error) {
 	}, nil
 }
 
+// AppendTrailer appends the routing trailer to a complete frame and fixes
+// its length, for senders that encode a body once and address it later.
+func AppendTrailer(frame []byte, t Trailer) ([]byte, error) {
+	if len(frame) < MinPacketLen || string(frame[:4]) != Marker {
+		return frame, fmt.Errorf("%w: not a frame", ErrTruncated)
+	}
+	if len(frame)+TrailerLen > MaxSendLen {
+		return frame, fmt.Errorf("%w: %d bytes with the trailer (max %d)", ErrTooLarge, len(frame)+TrailerLen, MaxSendLen)
+	}
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Cluster))
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Src))
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Dst))
+	binary.LittleEndian.PutUint32(frame[4:], uint32(len(frame)))
+	return frame, nil
+}
+
 // SetTrailerDst overwrites the destination of a complete frame in place.
 // Broadcasts build one packet and re-address it per destination, as
 // OpenSIPS does.

@@ -162,7 +162,10 @@ func checkMsgpack(p []byte) error {
 		c := p[i]
 		i++
 		pending--
-		var skip, count int // bytes to skip, values added
+		// skip: bytes to skip; count: values added. Sized items carry a
+		// big-endian length of lw bytes, counting bytes (per = 0, plus
+		// extra) or values (per = 1 for arrays, 2 for maps).
+		var skip, count, lw, per, extra int
 		switch {
 		case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
 		case c >= 0x80 && c <= 0x8f:
@@ -171,35 +174,12 @@ func checkMsgpack(p []byte) error {
 			count = int(c & 0x0f)
 		case c >= 0xa0 && c <= 0xbf:
 			skip = int(c & 0x1f)
-		case c == 0xc4, c == 0xd9: // bin8, str8
-			n, ok := beUint(p, i, 1)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i++
-			skip = n
-		case c == 0xc5, c == 0xda: // bin16, str16
-			n, ok := beUint(p, i, 2)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i += 2
-			skip = n
-		case c == 0xc6, c == 0xdb: // bin32, str32
-			n, ok := beUint(p, i, 4)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i += 4
-			skip = n
-		case c == 0xc7, c == 0xc8, c == 0xc9: // ext8/16/32: length, type, data
-			w := 1 << (c - 0xc7)
-			n, ok := beUint(p, i, w)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i += w
-			skip = 1 + n
+		case c >= 0xc4 && c <= 0xc6: // bin8/16/32
+			lw = 1 << (c - 0xc4)
+		case c >= 0xd9 && c <= 0xdb: // str8/16/32
+			lw = 1 << (c - 0xd9)
+		case c >= 0xc7 && c <= 0xc9: // ext8/16/32: length, type, data
+			lw, extra = 1<<(c-0xc7), 1
 		case c == 0xca:
 			skip = 4
 		case c == 0xcb:
@@ -210,28 +190,24 @@ func checkMsgpack(p []byte) error {
 			skip = 1 << (c - 0xd0)
 		case c >= 0xd4 && c <= 0xd8: // fixext1..16: type + data
 			skip = 1 + 1<<(c-0xd4)
-		case c == 0xdc, c == 0xde: // array16, map16
-			n, ok := beUint(p, i, 2)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i += 2
-			count = n
-			if c == 0xde {
-				count = 2 * n
-			}
-		case c == 0xdd, c == 0xdf: // array32, map32
-			n, ok := beUint(p, i, 4)
-			if !ok {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
-			}
-			i += 4
-			count = n
-			if c == 0xdf {
-				count = 2 * n
-			}
+		case c == 0xdc, c == 0xdd: // array16/32
+			lw, per = 2<<(c-0xdc), 1
+		case c == 0xde, c == 0xdf: // map16/32
+			lw, per = 2<<(c-0xde), 2
 		default: // 0xc1 is never used
 			return fmt.Errorf("%w: invalid type byte 0x%02x at %d", ErrBadValue, c, i-1)
+		}
+		if lw > 0 {
+			n, ok := beUint(p, i, lw)
+			if !ok {
+				return fmt.Errorf("%w: truncated length at byte %d", ErrBadValue, i)
+			}
+			i += lw
+			if per == 0 {
+				skip = extra + n
+			} else {
+				count = per * n
+			}
 		}
 		if skip > len(p)-i {
 			return fmt.Errorf("%w: %d-byte item at %d overruns the value", ErrBadValue, skip, i)

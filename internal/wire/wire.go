@@ -91,13 +91,12 @@ func (t Type) Capability() string {
 
 // Errors of message decoding, wrapped with details; test with errors.Is.
 var (
-	ErrUnknownType   = errors.New("wire: unknown message type")
-	ErrBound         = errors.New("wire: count out of bounds")
-	ErrSyncVersion   = errors.New("wire: wrong sync version")
-	ErrChunkMarker   = errors.New("wire: bad sync chunk marker")
-	ErrNotClusterer  = errors.New("wire: not a clusterer capability")
-	ErrBadLinkState  = errors.New("wire: bad link state")
-	ErrEmptyRequired = errors.New("wire: required field is empty")
+	ErrUnknownType  = errors.New("wire: unknown message type")
+	ErrBound        = errors.New("wire: count out of bounds")
+	ErrSyncVersion  = errors.New("wire: wrong sync version")
+	ErrChunkMarker  = errors.New("wire: bad sync chunk marker")
+	ErrNotClusterer = errors.New("wire: not a clusterer capability")
+	ErrBadLinkState = errors.New("wire: bad link state")
 )
 
 // Message is one decoded clusterer message.
