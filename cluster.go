@@ -53,6 +53,7 @@ type Cluster struct {
 	connNode   sync.Map // uint64 -> int32
 	connTagged atomic.Int64
 
+	done      []cmdResult // command results to deliver after the next flush (loop only)
 	stats     counters
 	coreStats atomic.Pointer[core.Stats] // the machine's, copied by the loop
 }
@@ -71,6 +72,11 @@ type input struct {
 	addr   string
 	fn     func(m *core.Machine, now time.Time) error
 	result chan error
+}
+
+type cmdResult struct {
+	ch  chan error
+	err error
 }
 
 type inputKind uint8
@@ -290,6 +296,13 @@ func (c *Cluster) loop() {
 			c.m.Tick(now)
 		}
 		c.flush()
+		// Commands complete only now, so that a caller returning from
+		// SetState or RemoveNode already sees the result in every query
+		// and send.
+		for _, r := range c.done {
+			r.ch <- r.err
+		}
+		c.done = c.done[:0]
 	}
 }
 
@@ -323,7 +336,7 @@ func (c *Cluster) handle(in input) {
 	case inRevive:
 		c.feedActivity(now)
 	case inCommand:
-		in.result <- in.fn(c.m, now)
+		c.done = append(c.done, cmdResult{in.result, in.fn(c.m, now)})
 	}
 }
 
