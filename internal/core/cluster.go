@@ -70,6 +70,7 @@ type cluster struct {
 
 	table     *route.Table
 	topoDirty bool
+	gained    bool // a node became reachable in the last recompute
 
 	// A refresh re-floods our own links a little after they or our
 	// reachable set changed (see sendRefresh).
@@ -215,6 +216,17 @@ func (c *cluster) upNeighbors() []int32 {
 	return out
 }
 
+// reachesMore brings the routes up to date and reports whether a node
+// became reachable since they were last computed.
+func (c *cluster) reachesMore() bool {
+	if !c.topoDirty {
+		return false
+	}
+	c.gained = false
+	c.recompute()
+	return c.gained
+}
+
 // recompute rebuilds the routing table and raises reachability events.
 func (c *cluster) recompute() {
 	c.topoDirty = false
@@ -231,8 +243,6 @@ func (c *cluster) recompute() {
 			ok = false
 		}
 		hops, _ := c.table.Hops(n.id)
-		if ok != n.reachable || hop != n.hop || hops != n.hops {
-		}
 		was := n.reachable
 		n.reachable, n.hop, n.hops = ok, hop, hops
 		if !ok {
@@ -240,7 +250,7 @@ func (c *cluster) recompute() {
 		}
 		switch {
 		case ok && !was:
-			c.refreshWanted = true
+			c.refreshWanted, c.gained = true, true
 			c.m.events = append(c.m.events, Event{Kind: NodeUp, Cluster: c.id, Node: n.id})
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
@@ -310,14 +320,16 @@ func (c *cluster) flood(path []int32, build func(path []int32) wire.Message) {
 		return
 	}
 	var ext []int32
+	var msg wire.Message
 	for _, n := range c.list {
 		if !n.enabled || n.state != Up || slices.Contains(path, n.id) {
 			continue
 		}
 		if ext == nil {
 			ext = append(slices.Clip(path), c.me())
+			msg = build(ext)
 		}
-		c.send(n, build(ext))
+		c.send(n, msg)
 	}
 }
 
@@ -398,6 +410,7 @@ func (c *cluster) setEnabled(now time.Time, enabled bool) {
 			n.lastPing = now
 		}
 		c.enabled = false
+		c.refreshAt = time.Time{}
 	} else {
 		c.enabled = true
 		for _, n := range c.list {

@@ -38,7 +38,12 @@ type Config struct {
 	RouteMode route.Mode
 	// NoRerouting uses direct links only (OpenSIPS enable_rerouting=0).
 	NoRerouting bool
-	Clusters    []ClusterConfig
+	// OpenSIPSFlooding floods topology updates exactly as OpenSIPS does:
+	// every link change at once, to every UP neighbour not on the path.
+	// By default (false) the machine floods less; see flood and
+	// announceLink. The messages are the same either way.
+	OpenSIPSFlooding bool
+	Clusters         []ClusterConfig
 }
 
 // ClusterConfig is one cluster the local node belongs to.

@@ -91,12 +91,61 @@ func TestInteropSession1Join(t *testing.T) {
 	const self int32 = 1
 	frames := golden.Frames(t, "session1-mesh")
 	end := session1JoinEnd(t, frames)
-	cfg := core.Config{
-		NodeID:       self,
-		PingInterval: labPingInterval,
-		PingTimeout:  labPingTimeout,
-		NodeTimeout:  labNodeTimeout,
-		Discovery:    true,
+	cfg := session1Config(t, frames, true)
+	r := newReplay(t, self, frames, cfg, end)
+	r.Run(frames)
+	t.Logf("window: +0 .. +%.6fs; %d frames given to Receive, %d reported with Activity, %d keep-alive PONGs not replayed, %d made up",
+		end.Sub(r.T0).Seconds(), len(r.Fed), len(r.Activity), len(r.SkippedPong), r.SynthPongs)
+	checkSession1Join(t, r, frames, self)
+}
+
+// TestInteropSession1JoinReducedFlooding replays the same join with the
+// default flooding (not OpenSIPSFlooding). The only differences allowed
+// are sends left out: FULL_TOP_UPDATEs flooded on that brought nothing a
+// flood is needed for, and LS_UPDATE(UP)s coalesced into the refresh.
+func TestInteropSession1JoinReducedFlooding(t *testing.T) {
+	const self int32 = 1
+	frames := golden.Frames(t, "session1-mesh")
+	end := session1JoinEnd(t, frames)
+	compat := newReplay(t, self, frames, session1Config(t, frames, true), end)
+	compat.Run(frames)
+	reduced := newReplay(t, self, frames, session1Config(t, frames, false), end)
+	reduced.Run(frames)
+	omitted := 0
+	for _, dst := range []int32{2, 3} {
+		want, got := strictMsgs(compat.Got, dst), strictMsgs(reduced.Got, dst)
+		j := 0
+		for _, w := range want {
+			if j < len(got) && w.Type() == got[j].Type() {
+				assert.Equal(t, normalize(w.Msg, 0), normalize(got[j].Msg, 0), "to node %d: %s", dst, w)
+				j++
+				continue
+			}
+			omitted++
+			switch m := w.Msg.(type) {
+			case *wire.FullTopUpdate:
+				assert.Greater(t, len(m.Path), 1, "to node %d: the Go node's own FULL_TOP_UPDATE left out: %s", dst, w)
+			case *wire.LSUpdate:
+				assert.Equal(t, wire.LinkUp, m.State, "to node %d: LS_UPDATE(DOWN) left out: %s", dst, w)
+			default:
+				t.Errorf("to node %d: %s left out", dst, w)
+			}
+		}
+		assert.Equal(t, len(got), j, "to node %d: the reduced node sent messages the compatible one did not:\n%s", dst, listing(got[j:]))
+	}
+	st := reduced.M.Stats()
+	t.Logf("left out %d sends (FULL_TOP_UPDATEs not flooded on %d, links UP coalesced %d)", omitted, st.TopSuppressed, st.UpCoalesced)
+}
+
+func session1Config(t *testing.T, frames []golden.Frame, opensipsFlooding bool) core.Config {
+	const self int32 = 1
+	return core.Config{
+		NodeID:           self,
+		OpenSIPSFlooding: opensipsFlooding,
+		PingInterval:     labPingInterval,
+		PingTimeout:      labPingTimeout,
+		NodeTimeout:      labNodeTimeout,
+		Discovery:        true,
 		Clusters: []core.ClusterConfig{{
 			ID:   labCluster,
 			Self: selfInfo(t, frames, self),
@@ -105,11 +154,9 @@ func TestInteropSession1Join(t *testing.T) {
 			Capabilities: []wire.CapState{{Name: "cachedb-local-repl", Synced: true}},
 		}},
 	}
-	r := newReplay(t, self, frames, cfg, end)
-	r.Run(frames)
-	t.Logf("window: +0 .. +%.6fs; %d frames given to Receive, %d reported with Activity, %d keep-alive PONGs not replayed, %d made up",
-		end.Sub(r.T0).Seconds(), len(r.Fed), len(r.Activity), len(r.SkippedPong), r.SynthPongs)
+}
 
+func checkSession1Join(t *testing.T, r *replay, frames []golden.Frame, self int32) {
 	peers := []int32{2, 3}
 
 	t.Run("Inputs", func(t *testing.T) {

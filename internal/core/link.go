@@ -240,7 +240,19 @@ func (c *cluster) leaveUp(now time.Time, n *node) {
 
 // announceLink sends LS_UPDATE about our link with n to every other UP
 // neighbour. The counter moves only when someone is told, as in OpenSIPS.
+//
+// Unless OpenSIPSFlooding is set, a link that comes UP while a refresh of
+// our links is already due (sendRefresh, at most a ping timeout away) is
+// not announced on its own: the refresh carries it. A node joining a
+// cluster of n brings n-1 links UP within milliseconds, and OpenSIPS floods
+// an update for each, n² floods of n² messages for the whole cluster to
+// join; coalesced, each node floods about twice. Only UP waits: a link
+// going DOWN is announced at once, since routes through it are broken.
 func (c *cluster) announceLink(now time.Time, n *node, state wire.LinkState) {
+	if state == wire.LinkUp && !c.m.cfg.OpenSIPSFlooding && !c.refreshAt.IsZero() {
+		c.m.stats.UpCoalesced++
+		return
+	}
 	var to []*node
 	for _, o := range c.list {
 		if o != n && o.enabled && o.state == Up {

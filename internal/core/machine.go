@@ -168,6 +168,8 @@ type Stats struct {
 	StaleSeq       uint64 // updates rejected by the sequence rule (duplicates)
 	TooManyNodes   uint64 // nodes not learned because the cluster is full
 	PathTooLong    uint64 // updates not flooded further
+	UpCoalesced    uint64 // links UP announced by the next refresh, not an LS_UPDATE of their own
+	TopSuppressed  uint64 // FULL_TOP_UPDATEs not flooded on: nothing new in them
 	UnknownCapNode uint64 // CAP_UPDATEs naming unknown nodes
 }
 

@@ -11,6 +11,9 @@ import (
 // UNKNOWN_ID and CAP_UPDATE (spec §4.2, §5, §7, §9.1, §10.2).
 
 func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) {
+	if c.olderIncarnation(from, msg.Seq, msg.Timestamp) {
+		return
+	}
 	ok, restart := from.ls.accept(msg.Seq, msg.Timestamp)
 	if !ok {
 		c.m.stats.StaleSeq++
@@ -100,6 +103,9 @@ func (c *cluster) applyEntry(x *node, neigh []int32, entrySeq, stamp, src int32,
 		}
 		c.restarted(x, nil, stamp)
 	}
+	if c.olderIncarnation(x, entrySeq, stamp) {
+		return
+	}
 	merge := !own && entrySeq == x.listVer
 	x.listVer, x.listTS = entrySeq, max(stamp, x.listTS)
 	if x.adjVer == nil {
@@ -141,6 +147,21 @@ func (c *cluster) applyEntry(x *node, neigh []int32, entrySeq, stamp, src int32,
 	}
 }
 
+// olderIncarnation reports whether X's LS version v stamped ts comes from
+// an incarnation before the one whose list we hold: within one
+// incarnation a later version is never stamped before the list's time
+// (the version was sent after the message that reported the list). It
+// catches what the counters cannot, a third party still describing a
+// restarted node's old links to a node that never saw the restart (it was
+// down itself). A zero stamp tells nothing.
+func (c *cluster) olderIncarnation(x *node, v, ts int32) bool {
+	if x.listVer == noList || v <= x.listVer || ts == 0 || ts >= x.listTS {
+		return false
+	}
+	c.m.stats.StaleSeq++
+	return true
+}
+
 func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpdate) {
 	ok, restart := from.top.accept(msg.Seq, msg.Timestamp)
 	if !ok && len(msg.Path) == 1 && msg.Path[0] == from.id {
@@ -158,6 +179,8 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 	if restart {
 		c.restarted(from, &from.top, msg.Timestamp)
 	}
+	// Whether to flood it on (see the end).
+	fresh := restart || len(msg.Nodes) == 1 && msg.Nodes[0].Node == from.id
 	for i, e := range msg.Nodes {
 		if e.Node == c.me() {
 			continue
@@ -181,12 +204,25 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 			if x = c.learn(e.Node, *e.Desc); x == nil {
 				continue
 			}
+			fresh = true
 		}
 		srcLinked := msg.Nodes[0].Node == from.id && slices.Contains(msg.Nodes[0].Neighbors, x.id)
 		c.applyEntry(x, e.Neighbors, e.LSSeq, e.LSTimestamp, from.id, srcLinked)
 		if listsMe && x.state == Down {
 			c.revive(x)
 		}
+	}
+	if !fresh && !c.m.cfg.OpenSIPSFlooding && !c.reachesMore() {
+		// OpenSIPS floods every FULL_TOP_UPDATE on, including the one each
+		// node sends to each new neighbour: with n entries each, n⁴
+		// entries for a full mesh to join. What it says about each node's
+		// links the nodes flood themselves (LS_UPDATE, refresh); what only
+		// a flood of it can bring is nodes the far side could not reach,
+		// after a partition heals or as a node joins. So it goes on when
+		// it taught us a node, made one reachable, revealed a restart, or
+		// is a refresh, which exists to repair views that missed updates.
+		c.m.stats.TopSuppressed++
+		return
 	}
 	c.flood(msg.Path, func(path []int32) wire.Message {
 		cp := *msg

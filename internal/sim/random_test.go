@@ -3,6 +3,8 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 )
@@ -165,7 +167,7 @@ func randomSchedule(seed uint64, discovery bool, logf func(string, ...any)) erro
 	}
 	s.HealAll()
 	cutAbsent()
-	for id := range dead {
+	for _, id := range slices.Sorted(maps.Keys(dead)) { // map order would break reproducibility
 		if err := s.Restart(id); err != nil {
 			return err
 		}
@@ -217,3 +219,4 @@ func dedup(ids []int32) []int32 {
 	}
 	return out
 }
+

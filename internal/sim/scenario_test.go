@@ -312,3 +312,38 @@ func TestSameSeedSameTranscript(t *testing.T) {
 	require.NotEmpty(t, a)
 	require.True(t, slices.Equal(a, b))
 }
+
+// TestJoinFloodCost joins a full mesh from one seed (every node knows only
+// node 1) and bounds the topology messages it takes. OpenSIPS-style
+// flooding costs about n⁴ (an update per link flooded over n² edges); the
+// default flooding must stay within a small multiple of n³ and well below
+// OpenSIPS's cost measured on the same cluster.
+func TestJoinFloodCost(t *testing.T) {
+	const n = 24
+	topo := func(opensips bool) (int, *Sim) {
+		var cfgs []core.Config
+		for id := int32(1); id <= n; id++ {
+			var known []int32
+			if id > 1 {
+				known = []int32{1}
+			}
+			c := Config(id, cl, true, known...)
+			c.OpenSIPSFlooding = opensips
+			cfgs = append(cfgs, c)
+		}
+		s := newSim(t, 7, cfgs...)
+		s.StartAll()
+		converge(t, s, 10*time.Second)
+		s.Run(5 * time.Second) // let refreshes and late floods finish
+		require.NoError(t, s.CheckConverged(cl))
+		return s.Sent[wire.TypeLSUpdate] + s.Sent[wire.TypeFullTopUpdate], s
+	}
+	reduced, s := topo(false)
+	compat, _ := topo(true)
+	t.Logf("%d-node join: %d topology messages (OpenSIPS flooding: %d)", n, reduced, compat)
+	require.Less(t, reduced, 2*n*n*n, "default flooding exceeds 2n³")
+	require.Less(t, reduced*4, compat, "default flooding saves less than 4x")
+	for _, id := range s.IDs() {
+		require.Len(t, s.Reachable(cl, id), n-1)
+	}
+}
