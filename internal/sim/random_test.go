@@ -219,4 +219,3 @@ func dedup(ids []int32) []int32 {
 	}
 	return out
 }
-
