@@ -53,6 +53,11 @@ const (
 	// LocalDisabled: another node removed the local node from the cluster,
 	// which disabled it.
 	LocalDisabled
+	// RequestReceived and ReplyReceived: a generic message arrived
+	// (OpenSIPS's E_CLUSTERER_REQ_RECEIVED and E_CLUSTERER_RPL_RECEIVED);
+	// Node is the sender, Tag and Msg are set.
+	RequestReceived
+	ReplyReceived
 )
 
 func (k EventKind) String() string {
@@ -71,15 +76,23 @@ func (k EventKind) String() string {
 		return "node-removed"
 	case LocalDisabled:
 		return "local-disabled"
+	case RequestReceived:
+		return "request-received"
+	case ReplyReceived:
+		return "reply-received"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
 
-// Event reports a change of a node as seen from the local node.
+// Event reports a change of a node as seen from the local node, or a
+// generic message received. NodeUp and NodeDown are OpenSIPS's
+// E_CLUSTERER_NODE_STATE_CHANGED.
 type Event struct {
 	Kind    EventKind
 	Cluster int
 	Node    int
+	// Tag and Msg are set for RequestReceived and ReplyReceived.
+	Tag, Msg string
 }
 
 // Handler receives a capability's traffic. Calls for one capability are
@@ -252,9 +265,18 @@ func (c *Cluster) dispatch(e core.Event) {
 		kind = NodeRemoved
 	case core.LocalDisabled:
 		kind = LocalDisabled
-	default:
-		c.stats.unhandledMessages.Add(1) // messaging and capability layers come later
+	case core.Message:
+		c.extraMessage(bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
 		return
+	default:
+		c.stats.unhandledMessages.Add(1)
+		return
+	}
+	switch kind {
+	case NodeDown, NodeRemoved:
+		c.msgs.unreachable(e.Cluster, e.Node)
+	case LocalDisabled:
+		c.msgs.unreachable(e.Cluster, 0)
 	}
 	ev := Event{Kind: kind, Cluster: int(e.Cluster), Node: int(e.Node)}
 	switch kind {
@@ -263,17 +285,24 @@ func (c *Cluster) dispatch(e core.Event) {
 	default:
 		c.log.Info(kind.String(), zap.Int("cluster", ev.Cluster), zap.Int("peer", ev.Node))
 	}
+	c.publish(ev)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for s := range c.subs {
-		s.box.put(ev)
-	}
 	if kind == NodeUp || kind == NodeDown {
 		for k, cp := range c.caps {
 			if k.cluster == e.Cluster {
 				cp.box.put(delivery{ev: ev, isEvt: true})
 			}
 		}
+	}
+}
+
+// publish queues ev for every subscriber; it never blocks.
+func (c *Cluster) publish(ev Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.subs {
+		s.box.put(ev)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -49,9 +50,24 @@ type Cluster struct {
 
 	// connNode remembers which node sends on an accepted connection
 	// (learned from header-addressed packets), to refuse relaying a packet
-	// back to the node it came from.
-	connNode   sync.Map // uint64 -> int32
-	connTagged atomic.Int64
+	// back to the node it came from. Entries go when the connection ends.
+	connNode sync.Map // uint64 -> int32
+
+	// tlsAddrs are the addresses of bins: nodes, for the dialler; replaced
+	// by the loop when the view changes.
+	tlsAddrs atomic.Pointer[map[string]bool]
+	// Loop only: the view the address sets were computed from, the
+	// addresses some enabled node of an enabled cluster still has, and
+	// when idle peers were last looked for.
+	addrView  *core.View
+	inUse     map[string]bool
+	lastSweep time.Time
+	// unsent holds frames of broken connections, rerouted by the loop
+	// once the failure has been processed.
+	unsent [][]byte
+
+	msgs      *messaging    // generic messages and remote commands
+	closeDone chan struct{} // closed when Close has finished
 
 	done      []cmdResult // command results to deliver after the next flush (loop only)
 	stats     counters
@@ -125,7 +141,10 @@ func New(cfg Config) (*Cluster, error) {
 		inbox: make(chan input, 1024), quit: make(chan struct{}),
 		caps: map[capKey]*capability{}, subs: map[*subscriber]struct{}{},
 	}
+	c.msgs = newMessaging(c)
+	c.closeDone = make(chan struct{})
 	c.view.Store(m.View())
+	c.syncAddrs(m.View())
 	return c, nil
 }
 
@@ -159,7 +178,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 	pm, err := peer.New(peer.Config{
 		Transport: tr, ListenAddr: listen, LocalIP: selfURL.Addr.Addr().String(),
 		QueueBytes: c.cfg.QueueBytes, WriteTimeout: c.cfg.WriteTimeout,
-		OnFrame: c.onFrame, OnFailure: c.onFailure, Logger: c.log,
+		TLS: c.cfg.TLS, ListenTLS: selfURL.TLS, DialTLS: c.dialTLS,
+		OnFrame: c.onFrame, OnFailure: c.onFailure, OnConnClosed: c.onConnClosed, Logger: c.log,
 	})
 	if err != nil {
 		return fmt.Errorf("clusterer: %w", err)
@@ -176,13 +196,16 @@ func (c *Cluster) Start(ctx context.Context) error {
 }
 
 // Close stops the node: connections, timers and handler goroutines.
-// It is idempotent and returns once nothing the Cluster started is left.
+// It is idempotent and returns once nothing the Cluster started is left,
+// also when called concurrently.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
+		<-c.closeDone
 		return c.closeErr
 	}
+	defer close(c.closeDone)
 	started := c.state == stateStarted
 	c.state = stateClosed
 	c.mu.Unlock()
@@ -191,6 +214,7 @@ func (c *Cluster) Close() error {
 		c.wg.Wait() // the loop is gone: no more dispatches
 		c.closeErr = c.peers.Close()
 	}
+	c.msgs.close()
 	c.mu.Lock()
 	caps := c.caps
 	subs := c.subs
@@ -296,6 +320,7 @@ func (c *Cluster) loop() {
 			c.m.Tick(now)
 		}
 		c.flush()
+		c.reroute()
 		// Commands complete only now, so that a caller returning from
 		// SetState or RemoveNode already sees the result in every query
 		// and send.
@@ -333,6 +358,9 @@ func (c *Cluster) handle(in input) {
 		c.m.Receive(now, in.src, p)
 	case inFailure:
 		c.m.SendFailed(now, in.addr)
+		if len(in.frame) > 0 {
+			c.unsent = append(c.unsent, in.frame)
+		}
 	case inRevive:
 		c.feedActivity(now)
 	case inCommand:
@@ -378,6 +406,7 @@ func (c *Cluster) flush() {
 		if len(sends) == 0 && len(events) == 0 {
 			break
 		}
+		c.syncAddrs(c.m.View()) // before sending: a new bins: node is dialled with TLS
 		now := time.Now()
 		for _, s := range sends {
 			if s.ConnID != 0 {
@@ -398,15 +427,157 @@ func (c *Cluster) flush() {
 			c.dispatch(e)
 		}
 	}
-	c.view.Store(c.m.View())
+	v := c.m.View()
+	c.view.Store(v)
+	c.syncAddrs(v)
+	c.retireIdle()
 	st := c.m.Stats()
 	c.coreStats.Store(&st)
 }
 
-// onFailure is the transport telling us a connection broke.
-func (c *Cluster) onFailure(addr string, err error) {
-	c.log.Debug("connection failed", zap.String("peer", addr), zap.Error(err))
-	c.enqueue(input{kind: inFailure, addr: addr})
+// syncAddrs recomputes, when the view has changed, the addresses to dial
+// with TLS and those still in use.
+func (c *Cluster) syncAddrs(v *core.View) {
+	if v == c.addrView {
+		return
+	}
+	c.addrView = v
+	secure, inUse := map[string]bool{}, map[string]bool{}
+	for _, cv := range v.Clusters {
+		for i := range cv.Nodes {
+			n := &cv.Nodes[i]
+			if u, err := core.ParseURL(n.URL); err == nil && u.TLS {
+				secure[n.Addr] = true
+			}
+			if cv.Enabled && n.Enabled {
+				inUse[n.Addr] = true
+			}
+		}
+	}
+	if old := c.tlsAddrs.Load(); old == nil || !maps.Equal(*old, secure) {
+		c.tlsAddrs.Store(&secure)
+	}
+	c.inUse = inUse
+	c.lastSweep = time.Time{} // sweep now
+}
+
+// retireIdle retires the peers of addresses no enabled node of an enabled
+// cluster has any more (removed or disabled nodes, or all of them when the
+// local node is disabled), so their writers and connections go. It runs
+// after the sends of the change, which the retiring peers still write (a
+// REMOVE_NODE for the removed node itself, a disabled node's goodbyes). A
+// send racing with the change may bring a peer back; the periodic sweep
+// retires it again.
+func (c *Cluster) retireIdle() {
+	now := time.Now()
+	if now.Sub(c.lastSweep) < sweepInterval {
+		return
+	}
+	c.lastSweep = now
+	for _, addr := range c.peers.Addrs() {
+		if !c.inUse[addr] {
+			c.peers.Retire(addr)
+			c.log.Debug("peer retired: no node uses it", zap.String("peer", addr))
+		}
+	}
+}
+
+// sweepInterval spaces the looks for idle peers when the view is stable.
+const sweepInterval = 5 * time.Second
+
+// reroute re-sends, through the next hop of the view just published, the
+// frames that broken connections left unsent: the module and
+// clusterer-extra packets, which name their destination in the trailer
+// (OpenSIPS retries a failed send through the next hop likewise).
+// Protocol messages for the neighbour itself are not: they meant that
+// link, and the protocol has already reacted to its loss.
+func (c *Cluster) reroute() {
+	if len(c.unsent) == 0 {
+		return
+	}
+	v := c.view.Load()
+	failed := false
+	for _, buf := range c.unsent {
+		for len(buf) > 0 {
+			n, err := bin.FrameLen(buf)
+			if err != nil || n > len(buf) {
+				c.stats.rerouteDropped.Add(1) // the peer layer hands back whole frames; never seen
+				break
+			}
+			frame := buf[:n]
+			buf = buf[n:]
+			addr, err := c.rerouteOne(v, frame)
+			switch {
+			case err == nil:
+				c.stats.rerouted.Add(1)
+			case addr != "" && linkBroken(err):
+				c.m.SendFailed(time.Now(), addr)
+				failed = true
+				fallthrough
+			default:
+				c.stats.rerouteDropped.Add(1)
+			}
+		}
+	}
+	clear(c.unsent)
+	c.unsent = c.unsent[:0]
+	if failed {
+		c.flush()
+	}
+}
+
+// rerouteOne sends one unsent frame on, returning the next hop's address
+// if it tried one.
+func (c *Cluster) rerouteOne(v *core.View, frame []byte) (string, error) {
+	p, err := bin.Parse(frame)
+	if err != nil || p.Capability == wire.CapInternal || len(p.Body) < bin.TrailerLen {
+		return "", errNotReroutable
+	}
+	t, err := bin.ParseTrailer(p.Body)
+	if err != nil {
+		return "", errNotReroutable
+	}
+	cv := v.Cluster(t.Cluster)
+	if cv == nil || !cv.Enabled {
+		return "", errNotReroutable
+	}
+	dst := cv.Node(t.Dst)
+	if dst == nil || !dst.Enabled || !dst.Reachable || (c.core.NoRerouting && dst.NextHop != dst.ID) {
+		return "", ErrDestDown
+	}
+	hop := cv.Node(dst.NextHop)
+	if hop == nil {
+		return "", ErrDestDown
+	}
+	if err := c.peers.Send(hop.Addr, frame); err != nil {
+		return hop.Addr, err
+	}
+	c.act(cv.ID, hop.ID).sent.Add(1)
+	return hop.Addr, nil
+}
+
+var errNotReroutable = errors.New("clusterer: not reroutable")
+
+// dialTLS tells the peer layer which addresses are bins: nodes.
+func (c *Cluster) dialTLS(addr string) bool {
+	m := c.tlsAddrs.Load()
+	return m != nil && (*m)[addr]
+}
+
+// onFailure is the transport telling us a connection broke; unsent are
+// the frames it could not write, rerouted once the loop has processed the
+// failure. If the loop lags so much that the failure is dropped, so are
+// they (counted in InboxFull).
+func (c *Cluster) onFailure(addr string, err error, unsent []byte) {
+	c.log.Debug("connection failed", zap.String("peer", addr), zap.Error(err), zap.Int("unsent_bytes", len(unsent)))
+	c.enqueue(input{kind: inFailure, addr: addr, frame: unsent})
+}
+
+// onConnClosed forgets what we learned about a connection that ended.
+func (c *Cluster) onConnClosed(ci peer.ConnInfo) {
+	if !ci.Outgoing {
+		c.connNode.Delete(ci.ID)
+	}
 }
 
 // onFrame runs on a connection's read goroutine for each received frame.
@@ -427,13 +598,7 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 			r := p.Reader()
 			r.PopInt()
 			if id := r.PopInt(); id > 0 {
-				if _, had := c.connNode.Swap(ci.ID, id); !had && c.connTagged.Add(1) > maxConnTags {
-					// Closed connections leave entries behind; rather than
-					// track closes, start over now and then: live
-					// connections are tagged again by their next ping.
-					c.connNode.Clear()
-					c.connTagged.Store(0)
-				}
+				c.connNode.Store(ci.ID, id)
 			}
 		}
 		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
@@ -477,6 +642,9 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 		return
 	}
 	if p.Capability == wire.CapExtra {
+		if c.onExtra(t, p) {
+			return
+		}
 		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
 		return
 	}
@@ -520,10 +688,6 @@ func (c *Cluster) relay(ci peer.ConnInfo, cv *core.ClusterView, t bin.Trailer, f
 func linkBroken(err error) bool {
 	return !errors.Is(err, peer.ErrQueueFull)
 }
-
-// maxConnTags bounds connNode: far more than the connections of a
-// 128-node cluster.
-const maxConnTags = 4096
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 

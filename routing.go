@@ -95,7 +95,13 @@ func (c *Cluster) sendVia(cv *core.ClusterView, dst *core.NodeView, p bin.Packet
 		framePool.Put(bp)
 		return fmt.Errorf("%w: %w", ErrPacket, err)
 	}
-	err = c.peers.Send(hop.Addr, frame)
+	return c.sendFrame(cv, hop, bp, frame)
+}
+
+// sendFrame queues a complete frame for hop and gives its pooled buffer
+// back (the transport copies it).
+func (c *Cluster) sendFrame(cv *core.ClusterView, hop *core.NodeView, bp *[]byte, frame []byte) error {
+	err := c.peers.Send(hop.Addr, frame)
 	*bp = frame
 	framePool.Put(bp)
 	if err != nil {

@@ -6,6 +6,15 @@ import "sync/atomic"
 type Stats struct {
 	Sent    uint64 // module packets queued by SendTo/SendAll
 	Relayed uint64 // packets relayed for other nodes
+	// Rerouted counts routed packets (module and clusterer-extra) that a
+	// broken connection left unsent and that went out again through the
+	// new next hop.
+	Rerouted uint64
+	// RerouteDropped counts the packets a broken connection left unsent
+	// that could not be rerouted: protocol messages meant for that
+	// neighbour (the protocol reacts to the loss itself), destinations
+	// now unreachable, or a refused send.
+	RerouteDropped uint64
 
 	Malformed         uint64 // undecodable packets
 	UnknownCluster    uint64
@@ -22,6 +31,7 @@ type Stats struct {
 	HandlerDrops      uint64 // deliveries dropped by full handler queues
 	InboxFull         uint64 // inputs dropped because the protocol loop lagged
 	Unhandled         uint64 // messages for layers not enabled on this node
+	UnknownCommand    uint64 // remote commands not registered here
 	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
 	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
 
@@ -30,21 +40,27 @@ type Stats struct {
 	BytesSent, BytesReceived   uint64
 	WriteBatches               uint64
 	FramingErrors              uint64
-	QueueDrops                 uint64 // frames dropped: queue full, reconnect backoff, broken connection
+	QueueDrops                 uint64 // frames dropped: queue full, reconnect backoff, broken connection (RerouteDropped included)
+	// Peers is the number of peer addresses with a send queue and a writer
+	// goroutine, including ones finishing their queue after their node
+	// was removed or disabled.
+	Peers int
 }
 
 type counters struct {
-	sent, relayed                                           atomic.Uint64
+	sent, relayed, rerouted, rerouteDropped                 atomic.Uint64
 	malformed, unknownCluster, unknownNode, ownID, sourceIP atomic.Uint64
 	disabled, unknownCapability                             atomic.Uint64
 	relayNoRoute, relayLoop, relayRefused, relayFailed      atomic.Uint64
 	sendErrors, handlerDrops, inboxFull, unhandledMessages  atomic.Uint64
+	unknownCommand                                          atomic.Uint64
 }
 
 // Stats returns the node's counters.
 func (c *Cluster) Stats() Stats {
 	s := Stats{
 		Sent: c.stats.sent.Load(), Relayed: c.stats.relayed.Load(),
+		Rerouted: c.stats.rerouted.Load(), RerouteDropped: c.stats.rerouteDropped.Load(),
 		Malformed: c.stats.malformed.Load(), UnknownCluster: c.stats.unknownCluster.Load(),
 		UnknownNode: c.stats.unknownNode.Load(), OwnID: c.stats.ownID.Load(), SourceIP: c.stats.sourceIP.Load(),
 		Disabled: c.stats.disabled.Load(), UnknownCapability: c.stats.unknownCapability.Load(),
@@ -52,6 +68,7 @@ func (c *Cluster) Stats() Stats {
 		RelayRefused: c.stats.relayRefused.Load(), RelayFailed: c.stats.relayFailed.Load(),
 		SendErrors: c.stats.sendErrors.Load(), HandlerDrops: c.stats.handlerDrops.Load(),
 		InboxFull: c.stats.inboxFull.Load(), Unhandled: c.stats.unhandledMessages.Load(),
+		UnknownCommand: c.stats.unknownCommand.Load(),
 	}
 	if cs := c.coreStats.Load(); cs != nil {
 		s.Malformed += cs.Malformed
@@ -69,8 +86,8 @@ func (c *Cluster) Stats() Stats {
 	if peers != nil {
 		ps := peers.Stats()
 		s.FramesSent, s.FramesReceived, s.BytesSent, s.BytesReceived = ps.FramesSent, ps.FramesRecv, ps.BytesSent, ps.BytesRecv
-		s.WriteBatches, s.FramingErrors = ps.WriteBatches, ps.FramingErrors
-		s.QueueDrops = ps.DroppedQueueFull + ps.DroppedBackoff + ps.DroppedConnFailure
+		s.WriteBatches, s.FramingErrors, s.Peers = ps.WriteBatches, ps.FramingErrors, ps.Writers
+		s.QueueDrops = ps.DroppedQueueFull + ps.DroppedBackoff + ps.DroppedConnFailure + s.RerouteDropped
 	}
 	return s
 }

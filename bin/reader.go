@@ -136,13 +136,22 @@ func (r *Reader) PopValue(v any) error {
 	if r.err != nil {
 		return r.err
 	}
-	if err := checkMsgpack(p); err != nil {
+	if err := DecodeValue(p, v); err != nil {
 		r.err = err
 		return err
 	}
+	return nil
+}
+
+// DecodeValue decodes one msgpack value that must fill p exactly into v,
+// with the same guard as PopValue against hostile declared lengths. Errors
+// wrap ErrBadValue.
+func DecodeValue(p []byte, v any) error {
+	if err := checkMsgpack(p); err != nil {
+		return err
+	}
 	if err := msgpack.Unmarshal(p, v); err != nil {
-		r.err = fmt.Errorf("%w: %v", ErrBadValue, err)
-		return r.err
+		return fmt.Errorf("%w: %v", ErrBadValue, err)
 	}
 	return nil
 }

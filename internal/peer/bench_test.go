@@ -105,7 +105,7 @@ func BenchmarkSendSink(b *testing.B) {
 func BenchmarkCrashDetectTCP(b *testing.B) {
 	failed := make(chan time.Time, 1)
 	a := tcpNode(b, "127.0.0.1", func(c *peer.Config) {
-		c.OnFailure = func(string, error) {
+		c.OnFailure = func(string, error, []byte) {
 			select {
 			case failed <- time.Now():
 			default:

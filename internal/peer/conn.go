@@ -42,22 +42,30 @@ func (m *Manager) newConn(nc net.Conn, p *peer) *conn {
 	return c
 }
 
-// write writes b, normally in one Write call. timeout bounds how long the
-// connection may accept no bytes at all: a big batch to a slow but live peer
-// may take longer than timeout as a whole, and must not be mistaken for a
-// dead one, so a Write that timed out after making progress is resumed
-// with a fresh deadline. A stalled peer therefore fails after between one
-// and two timeouts.
-func (c *conn) write(b []byte, timeout time.Duration) error {
+// write writes b, normally in one Write call, and returns how many bytes
+// went out (a failed batch hands back only the frames not fully written).
+func (c *conn) write(b []byte, timeout time.Duration) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return writeProgress(c.nc, b, timeout)
+}
+
+// writeProgress writes b to nc. timeout bounds how long the connection may
+// accept no bytes at all: a big batch to a slow but live peer may take
+// longer than timeout as a whole, and must not be mistaken for a dead one,
+// so a Write that timed out after making progress is resumed with a fresh
+// deadline. A stalled peer therefore fails after between one and two
+// timeouts.
+func writeProgress(nc net.Conn, b []byte, timeout time.Duration) (int, error) {
+	written := 0
 	for {
-		if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-			return err
+		if err := nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return written, err
 		}
-		n, err := c.nc.Write(b)
+		n, err := nc.Write(b)
+		written += n
 		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err
+			return written, err
 		}
 		b = b[n:]
 	}
@@ -90,6 +98,9 @@ func (m *Manager) readLoop(c *conn) {
 		frame, err := sr.Next()
 		if err != nil {
 			m.readFailed(c, err)
+			if m.cfg.OnConnClosed != nil {
+				m.cfg.OnConnClosed(c.info)
+			}
 			return
 		}
 		m.stats.framesRecv.Add(1)

@@ -39,11 +39,24 @@
 // layer never learns node ids, higher layers tag connections with them.
 //
 // A failure of an outgoing connection (dial error or timeout, write error or
-// timeout, reset, close by the peer) closes it, discards the peer's queued
-// frames (counted in [Stats]) and is reported once through
-// [Config.OnFailure]. After a failed dial the peer is in backoff and Send
-// fails at once with [ErrBackoff], as a refused connect would; after a broken
-// connection the next Send dials again at once, as OpenSIPS does.
+// timeout, reset, close by the peer) closes it and is reported once through
+// [Config.OnFailure], together with the frames it kept from being written:
+// the rest of the batch in flight and the queue, in order. The owner may
+// send them another way (the runtime reroutes them, as OpenSIPS retries a
+// failed send through the next hop). After a failed dial the peer is in
+// backoff and Send fails at once with [ErrBackoff], as a refused connect
+// would; after a broken connection the next Send dials again at once, as
+// OpenSIPS does. [Manager.Disconnect] and [Manager.Retire] forget a peer
+// whose node is gone; Retire first writes what is queued.
+//
+// Every connection that had a reader is reported once through
+// [Config.OnConnClosed] when it ends, so owners can drop per-connection
+// state.
+//
+// [Config.TLS] carries BIN over TLS (OpenSIPS's bins:), per listener and
+// per destination address. An accepted connection handshakes on its
+// reader's goroutine, bounded by DialTimeout like a dial, so a silent
+// client holds nothing for long.
 //
 // The network is reached through a [Transport]: [TCP] for real sockets, or
 // the in-memory network of package memnet in tests.

@@ -90,9 +90,10 @@ type received struct {
 }
 
 type failure struct {
-	addr string
-	err  error
-	at   time.Time
+	addr   string
+	err    error
+	unsent []byte
+	at     time.Time
 }
 
 // recorder keeps what a Manager's callbacks saw.
@@ -100,6 +101,7 @@ type recorder struct {
 	mu       sync.Mutex
 	frames   []received
 	failures []failure
+	closed   []peer.ConnInfo
 }
 
 func (r *recorder) onFrame(c peer.ConnInfo, f []byte) {
@@ -108,10 +110,22 @@ func (r *recorder) onFrame(c peer.ConnInfo, f []byte) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) onFailure(addr string, err error) {
+func (r *recorder) onFailure(addr string, err error, unsent []byte) {
 	r.mu.Lock()
-	r.failures = append(r.failures, failure{addr, err, time.Now()})
+	r.failures = append(r.failures, failure{addr, err, unsent, time.Now()})
 	r.mu.Unlock()
+}
+
+func (r *recorder) onConnClosed(c peer.ConnInfo) {
+	r.mu.Lock()
+	r.closed = append(r.closed, c)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Closed() []peer.ConnInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]peer.ConnInfo(nil), r.closed...)
 }
 
 func (r *recorder) Frames() []received {
@@ -143,6 +157,8 @@ func startNode(t testing.TB, tr peer.Transport, listen, localIP string, opts ...
 		LocalIP:    localIP,
 		OnFrame:    rec.onFrame,
 		OnFailure:  rec.onFailure,
+
+		OnConnClosed: rec.onConnClosed,
 	}
 	for _, o := range opts {
 		o(&cfg)

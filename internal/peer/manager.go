@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,8 @@ var (
 	ErrClosed = errors.New("peer: manager closed")
 	// ErrNoConn: Reply named a connection that does not exist (any more).
 	ErrNoConn = errors.New("peer: no such connection")
+	// ErrNoTLS: an address must be dialled with TLS but Config.TLS is nil.
+	ErrNoTLS = errors.New("peer: TLS required but not configured")
 )
 
 // Defaults for zero Config fields.
@@ -52,7 +55,8 @@ type Config struct {
 	// a connection failure. (A large batch to a slow peer may take longer as
 	// a whole as long as bytes keep moving.)
 	WriteTimeout time.Duration
-	// DialTimeout bounds a dial.
+	// DialTimeout bounds a dial, TLS handshake included, and the TLS
+	// handshake of an accepted connection.
 	DialTimeout time.Duration
 	// BackoffMin and BackoffMax bound the reconnect delay after a failed
 	// dial; it doubles per consecutive failure, with jitter, and resets
@@ -64,11 +68,29 @@ type Config struct {
 	OnFrame func(c ConnInfo, frame []byte)
 	// OnFailure is called when an outgoing connection to addr fails: a
 	// dial error or timeout, a write error or timeout, a reset or a close
-	// by the peer. Queued frames for addr have been discarded. It is called
-	// once per failed dial and once per broken connection, from library
-	// goroutines, never with the Manager's locks held, never after Close
-	// returns. It must not call Close.
-	OnFailure func(addr string, err error)
+	// by the peer. unsent holds, concatenated in queue order, the frames
+	// queued for addr that were not fully written (a frame cut short is
+	// lost to the receiver too); the callee owns it, and it is nil if there
+	// were none. They are no longer queued: the owner may send them another
+	// way (without OnFailure they are dropped and counted). Frames of a
+	// write that completed are not in unsent even if the peer never read
+	// them. It is called once per failed dial and once per broken
+	// connection, from library goroutines, never with the Manager's locks
+	// held, never after Close returns. It must not call Close.
+	OnFailure func(addr string, err error, unsent []byte)
+	// OnConnClosed is called once for every connection, accepted or
+	// dialled, that had a reader, after its last OnFrame and on the same
+	// goroutine, when it ends for any reason (Close included). Owners that
+	// keep state per ConnInfo.ID drop it here.
+	OnConnClosed func(c ConnInfo)
+	// TLS secures connections (OpenSIPS's bins:): the listener when
+	// ListenTLS is set (TLS then needs a certificate), and each outgoing
+	// connection to an address for which DialTLS returns true (a nil
+	// DialTLS secures none). The handshake is bounded by DialTimeout on
+	// both sides.
+	TLS       *tls.Config
+	ListenTLS bool
+	DialTLS   func(addr string) bool
 	// Logger receives connection events at Debug and Info; nil = no logging.
 	Logger *zap.Logger
 }
@@ -97,9 +119,13 @@ type Stats struct {
 
 	DroppedQueueFull   uint64 // frames refused by Send with ErrQueueFull
 	DroppedBackoff     uint64 // frames refused by Send with ErrBackoff
-	DroppedConnFailure uint64 // queued frames discarded by a failed dial or connection
-	DroppedClosed      uint64 // queued frames discarded by Disconnect or Close
+	DroppedConnFailure uint64 // queued frames discarded by a failed dial or connection (no OnFailure)
+	DroppedClosed      uint64 // queued frames discarded by Disconnect, Retire's failures or Close
 	DroppedBytes       uint64 // bytes of the frames counted in the four above
+
+	// Unsent counts queued frames a failed dial or connection kept from
+	// being written, handed back through OnFailure.
+	Unsent uint64
 
 	Dials        uint64 // dial attempts
 	DialFailures uint64
@@ -108,6 +134,9 @@ type Stats struct {
 
 	// Queued is, per peer address, the bytes currently queued and unwritten.
 	Queued map[string]int
+	// Writers is the number of peers with a writer goroutine: those in
+	// Queued plus those still finishing after Retire.
+	Writers int
 }
 
 // counters are updated with atomics so the hot paths take no shared lock.
@@ -115,7 +144,7 @@ type counters struct {
 	framesSent, bytesSent, writeBatches        atomic.Uint64
 	framesRecv, bytesRecv, framingErrors       atomic.Uint64
 	dropQueueFull, dropBackoff, dropConn       atomic.Uint64
-	dropClosed, dropBytes                      atomic.Uint64
+	dropClosed, dropBytes, returned            atomic.Uint64
 	dials, dialFailures, connFailures, accepts atomic.Uint64
 }
 
@@ -132,11 +161,12 @@ type Manager struct {
 	wg     sync.WaitGroup // every goroutine the Manager started
 	done   chan struct{}  // closed when Close has finished
 
-	mu     sync.RWMutex
-	closed bool
-	ln     net.Listener
-	peers  map[string]*peer
-	conns  map[uint64]*conn // live connections, accepted and outgoing
+	mu      sync.RWMutex
+	closed  bool
+	ln      net.Listener
+	peers   map[string]*peer
+	retired map[*peer]struct{} // removed by Retire, still writing
+	conns   map[uint64]*conn   // live connections, accepted and outgoing
 }
 
 // New checks cfg, fills in defaults and returns a Manager. It starts nothing:
@@ -169,19 +199,32 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = cfg.BackoffMin
 	}
+	if cfg.ListenTLS {
+		if cfg.TLS == nil {
+			return nil, fmt.Errorf("%w: ListenTLS without Config.TLS", ErrNoTLS)
+		}
+		if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil {
+			return nil, errors.New("peer: ListenTLS needs a certificate in Config.TLS")
+		}
+	}
+	if cfg.ListenTLS || cfg.DialTLS != nil {
+		cfg.Transport = &tlsTransport{base: cfg.Transport, cfg: cfg.TLS, listen: cfg.ListenTLS,
+			secure: cfg.DialTLS, timeout: cfg.DialTimeout, write: cfg.WriteTimeout}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
-		cfg:    cfg,
-		log:    log,
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-		peers:  make(map[string]*peer),
-		conns:  make(map[uint64]*conn),
+		cfg:     cfg,
+		log:     log,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		peers:   make(map[string]*peer),
+		retired: make(map[*peer]struct{}),
+		conns:   make(map[uint64]*conn),
 	}, nil
 }
 
@@ -221,8 +264,8 @@ func (m *Manager) Addr() net.Addr {
 	return m.ln.Addr()
 }
 
-// Send queues a copy of frame for addr (the peer's listener, "IP:PORT"); the
-// caller may reuse frame at once. The first Send to an address starts its
+// Send queues a copy of frame, one whole BIN packet, for addr (the peer's
+// listener, "IP:PORT"); the caller may reuse frame at once. The first Send to an address starts its
 // writer, which dials. Send never blocks on the network. A nil error means
 // queued, not delivered: a later failure is reported through OnFailure.
 func (m *Manager) Send(addr string, frame []byte) error {
@@ -268,7 +311,7 @@ func (m *Manager) Reply(connID uint64, frame []byte) error {
 		return ErrNoConn
 	}
 	m.stats.writeBatches.Add(1)
-	if err := c.write(frame, m.cfg.WriteTimeout); err != nil {
+	if _, err := c.write(frame, m.cfg.WriteTimeout); err != nil {
 		err = fmt.Errorf("peer: reply on connection %d: %w", connID, err)
 		// Closing wakes the reader, which reports an outgoing conn's
 		// failure: OnFailure then runs on a library goroutine, not on the
@@ -296,6 +339,44 @@ func (m *Manager) Disconnect(addr string) {
 	}
 }
 
+// Retire is Disconnect for an address nothing will be sent to any more
+// (its node was removed or disabled), except that what is already queued —
+// typically the message telling the node so — is written first, bounded by
+// DialTimeout and WriteTimeout; then the connection is closed and the
+// writer ends. Failures on the way are not reported. A later Send to addr
+// starts afresh alongside.
+func (m *Manager) Retire(addr string) {
+	m.mu.Lock()
+	p := m.peers[addr]
+	if p != nil {
+		delete(m.peers, addr)
+		m.retired[p] = struct{}{}
+	}
+	m.mu.Unlock()
+	if p != nil {
+		p.retire()
+		m.log.Debug("peer: retiring", zap.String("peer", addr))
+	}
+}
+
+// Addrs returns the addresses that have a peer (a queue and a writer):
+// those sent to and not disconnected or retired since.
+func (m *Manager) Addrs() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]string, 0, len(m.peers))
+	for addr := range m.peers {
+		out = append(out, addr)
+	}
+	return out
+}
+
+func (m *Manager) forgetRetired(p *peer) {
+	m.mu.Lock()
+	delete(m.retired, p)
+	m.mu.Unlock()
+}
+
 // Stats returns a snapshot of the counters.
 func (m *Manager) Stats() Stats {
 	c := &m.stats
@@ -311,6 +392,7 @@ func (m *Manager) Stats() Stats {
 		DroppedConnFailure: c.dropConn.Load(),
 		DroppedClosed:      c.dropClosed.Load(),
 		DroppedBytes:       c.dropBytes.Load(),
+		Unsent:             c.returned.Load(),
 		Dials:              c.dials.Load(),
 		DialFailures:       c.dialFailures.Load(),
 		ConnFailures:       c.connFailures.Load(),
@@ -323,6 +405,7 @@ func (m *Manager) Stats() Stats {
 		s.Queued[addr] = len(p.pending) + p.inflight
 		p.mu.Unlock()
 	}
+	s.Writers = len(m.peers) + len(m.retired)
 	m.mu.RUnlock()
 	return s
 }
@@ -341,8 +424,11 @@ func (m *Manager) Close() error {
 	m.closed = true
 	m.cancel()
 	ln := m.ln
-	peers := make([]*peer, 0, len(m.peers))
+	peers := make([]*peer, 0, len(m.peers)+len(m.retired))
 	for _, p := range m.peers {
+		peers = append(peers, p)
+	}
+	for p := range m.retired {
 		peers = append(peers, p)
 	}
 	conns := make([]*conn, 0, len(m.conns))
@@ -450,8 +536,8 @@ func (m *Manager) acceptLoop(ln net.Listener) {
 	}
 }
 
-func (m *Manager) onFailure(addr string, err error) {
+func (m *Manager) onFailure(addr string, err error, unsent []byte) {
 	if m.cfg.OnFailure != nil {
-		m.cfg.OnFailure(addr, err)
+		m.cfg.OnFailure(addr, err, unsent)
 	}
 }

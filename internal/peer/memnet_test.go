@@ -185,7 +185,9 @@ func TestQueueFull(t *testing.T) {
 		assert.ErrorIs(t, fails[0].err, os.ErrDeadlineExceeded)
 		assert.Equal(t, time.Second, fails[0].at.Sub(start))
 		s = a.Stats()
-		assert.Equal(t, uint64(10), s.DroppedConnFailure)
+		assert.Equal(t, uint64(10), s.Unsent, "handed back with the failure")
+		assert.Zero(t, s.DroppedConnFailure)
+		assert.Len(t, fails[0].unsent, 10*len(f))
 		assert.Equal(t, 0, s.Queued[addr(hostB)])
 		assert.Equal(t, uint64(1), s.DialFailures)
 		assert.ErrorIs(t, a.Send(addr(hostB), f), peer.ErrBackoff)
@@ -242,7 +244,7 @@ func TestDialFailureBackoffAndRedial(t *testing.T) {
 		s := a.Stats()
 		assert.Equal(t, uint64(3), s.Dials)
 		assert.Equal(t, uint64(2), s.DialFailures)
-		assert.Equal(t, uint64(2), s.DroppedConnFailure)
+		assert.Equal(t, uint64(2), s.Unsent)
 		assert.Equal(t, uint64(3), s.DroppedBackoff)
 		assert.Len(t, a.rec.Failures(), 2)
 
@@ -364,8 +366,8 @@ func TestWriteTimeoutOnStalledPeer(t *testing.T) {
 		assert.Equal(t, 1080*time.Millisecond, took)
 		s := a.Stats()
 		assert.Equal(t, uint64(1), s.ConnFailures)
-		assert.Positive(t, s.DroppedConnFailure)
-		assert.Equal(t, uint64(sent), s.FramesSent+s.DroppedConnFailure)
+		assert.Positive(t, s.Unsent)
+		assert.Equal(t, uint64(sent), s.FramesSent+s.Unsent)
 
 		// No backoff after a broken connection: the next Send redials.
 		require.NoError(t, a.Send(addr(hostB), frame(1, 0, 512)))

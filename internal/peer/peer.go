@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/clusterer-go/clusterer/bin"
 )
 
 // Queue buffer sizes. A peer's queue is two buffers that trade places: Send
@@ -37,9 +40,22 @@ type peer struct {
 	pendingFrames int
 	inflight      int           // bytes of the batch being written
 	cur           *conn         // current outgoing connection, nil if none
+	writing       *conn         // the connection a batch is being written to
+	deferred      *failure      // cur's failure, seen by its reader while writing
 	backoff       time.Duration // base of the next backoff delay; 0 = BackoffMin
 	backoffUntil  time.Time     // Send fails with ErrBackoff before this
-	closed        bool          // shut down by Disconnect or Close
+	closed        bool          // shut down by Disconnect, Close or retirement
+	retiring      bool          // Retire: write what is queued, then shut down
+}
+
+// failure is one failed dial or broken connection, to be reported once.
+type failure struct {
+	c      *conn // nil for a failed dial
+	err    error
+	keep   bool   // OnFailure takes the unwritten frames
+	unsent []byte // the unwritten frames, if kept
+	frames int    // how many frames are unwritten
+	bytes  int
 }
 
 func newPeer(m *Manager, addr string) *peer {
@@ -55,7 +71,7 @@ func (p *peer) enqueue(frames ...[]byte) error {
 	}
 	st := &p.m.stats
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.retiring {
 		p.mu.Unlock()
 		return errPeerGone
 	}
@@ -94,22 +110,30 @@ func (p *peer) enqueue(frames ...[]byte) error {
 	// The writer re-checks the queue after every write, so it needs waking
 	// only when the queue goes from empty to non-empty.
 	if wasEmpty {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		p.poke()
 	}
 	return nil
+}
+
+func (p *peer) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // run is the writer goroutine.
 func (p *peer) run() {
 	defer p.m.wg.Done()
+	defer p.m.forgetRetired(p)
 	var spare []byte
 	for {
 		select {
 		case <-p.wake:
 			spare = p.drain(spare)
+			if p.retireIfIdle() {
+				return
+			}
 		case <-p.ctx.Done():
 			return
 		}
@@ -118,11 +142,10 @@ func (p *peer) run() {
 
 // drain writes batches until the queue is empty, dialling first if there is
 // no connection, and returns the buffer to reuse for the next swap. It stops
-// early when a dial fails (the queue is then discarded) or the peer is shut
-// down.
+// early when a dial fails (the queue is then handed back or discarded) or
+// the peer is shut down.
 func (p *peer) drain(spare []byte) []byte {
 	m := p.m
-	st := &m.stats
 	for {
 		p.mu.Lock()
 		p.inflight = 0
@@ -142,21 +165,12 @@ func (p *peer) drain(spare []byte) []byte {
 		batch, frames := p.pending, p.pendingFrames
 		p.pending, p.pendingFrames = spare[:0], 0
 		p.inflight = len(batch)
+		p.writing = c
 		p.mu.Unlock()
 
-		st.writeBatches.Add(1)
-		if err := c.write(batch, m.cfg.WriteTimeout); err != nil {
-			if p.isClosed() {
-				st.dropClosed.Add(uint64(frames))
-			} else {
-				st.dropConn.Add(uint64(frames))
-			}
-			st.dropBytes.Add(uint64(len(batch)))
-			p.fail(c, fmt.Errorf("peer: write to %s: %w", p.addr, err))
-		} else {
-			st.framesSent.Add(uint64(frames))
-			st.bytesSent.Add(uint64(len(batch)))
-		}
+		m.stats.writeBatches.Add(1)
+		n, err := c.write(batch, m.cfg.WriteTimeout)
+		p.written(c, batch, frames, n, err)
 		spare = batch[:0]
 		if cap(spare) > retainQueueBuf && len(batch) <= retainQueueBuf/4 {
 			spare = nil // the burst is over; give the memory back
@@ -164,9 +178,84 @@ func (p *peer) drain(spare []byte) []byte {
 	}
 }
 
+// written accounts for a batch write on c that wrote n bytes. On error the
+// frames not fully written go back to the owner with the failure, ahead of
+// whatever was queued meanwhile, so their order is kept.
+func (p *peer) written(c *conn, batch []byte, frames, n int, err error) {
+	st := &p.m.stats
+	var rest []byte
+	restFrames, sentFrames, sentBytes := 0, frames, len(batch)
+	if err != nil {
+		var ok bool
+		if rest, restFrames, ok = unwritten(batch, n); ok {
+			sentFrames, sentBytes = frames-restFrames, len(batch)-len(rest)
+		} else {
+			// Not a sequence of BIN frames (which the receiver could not
+			// frame either): lost, rather than handed back as such.
+			st.dropConn.Add(uint64(frames))
+			st.dropBytes.Add(uint64(len(batch)))
+			sentFrames, sentBytes = 0, 0
+		}
+	}
+	st.framesSent.Add(uint64(sentFrames))
+	st.bytesSent.Add(uint64(sentBytes))
+
+	p.mu.Lock()
+	p.writing = nil
+	f := p.deferred // the reader saw c fail while we wrote
+	p.deferred = nil
+	if err != nil && f == nil && p.cur == c {
+		p.cur = nil
+		f = p.failureLocked(c, fmt.Errorf("peer: write to %s: %w", p.addr, err))
+	}
+	p.mu.Unlock()
+
+	switch {
+	case f != nil:
+		if restFrames > 0 {
+			if f.keep {
+				f.unsent = append(append(make([]byte, 0, len(rest)+len(f.unsent)), rest...), f.unsent...)
+			}
+			f.frames += restFrames
+			f.bytes += len(rest)
+		}
+		p.report(f)
+	case err != nil:
+		// Shut down while writing: Disconnect or Close closed c.
+		c.close()
+		st.dropClosed.Add(uint64(restFrames))
+		st.dropBytes.Add(uint64(len(rest)))
+	}
+}
+
+// unwritten returns the frames of batch not completely written after n
+// bytes went out. A frame cut short counts as unwritten: the receiver
+// loses it with the connection. ok is false if batch is not a sequence of
+// BIN frames.
+func unwritten(batch []byte, n int) (rest []byte, frames int, ok bool) {
+	start := -1
+	for off := 0; off < len(batch); {
+		l, err := bin.FrameLen(batch[off:])
+		if err != nil || l > len(batch)-off {
+			return nil, 0, false
+		}
+		if start < 0 && off+l > n {
+			start = off
+		}
+		if start >= 0 {
+			frames++
+		}
+		off += l
+	}
+	if start < 0 {
+		return nil, 0, true
+	}
+	return batch[start:], frames, true
+}
+
 // connect dials the peer. On success the connection becomes current and its
-// reader starts; on failure the queue is discarded, backoff begins and the
-// failure is reported.
+// reader starts; on failure backoff begins and the failure is reported with
+// the queue.
 func (p *peer) connect() bool {
 	m := p.m
 	m.stats.dials.Add(1)
@@ -182,20 +271,18 @@ func (p *peer) connect() bool {
 			p.mu.Unlock()
 			return false
 		}
-		frames, bytes := p.discardLocked()
+		f := p.failureLocked(nil, fmt.Errorf("peer: dial %s: %w", p.addr, err))
 		first := p.backoff == 0
 		wait := p.nextBackoffLocked()
 		p.backoffUntil = time.Now().Add(wait)
 		p.mu.Unlock()
-		m.stats.dropConn.Add(uint64(frames))
-		m.stats.dropBytes.Add(uint64(bytes))
 		lvl := zap.DebugLevel
 		if first { // later failures of a streak are routine retries
 			lvl = zap.InfoLevel
 		}
 		m.log.Log(lvl, "peer: dial failed", zap.String("peer", p.addr), zap.Error(err),
-			zap.Duration("backoff", wait), zap.Int("dropped_frames", frames))
-		m.onFailure(p.addr, fmt.Errorf("peer: dial %s: %w", p.addr, err))
+			zap.Duration("backoff", wait), zap.Int("unsent_frames", f.frames))
+		p.report(f)
 		return false
 	}
 	c := m.newConn(nc, p)
@@ -234,10 +321,12 @@ func (p *peer) nextBackoffLocked() time.Duration {
 	return wait
 }
 
-// fail handles the failure of connection c, seen by its reader, the writer or
-// Reply. Only the first report for the current connection counts: the
-// connection is closed, the queue discarded and OnFailure called. Reports
-// about a connection that is no longer current just make sure it is closed.
+// fail handles the failure of connection c seen by its reader (a reset, a
+// close by the peer, or a failed Reply that closed c). Only the first report
+// for the current connection counts; reports about a connection that is no
+// longer current just make sure it is closed. If the writer is writing to c,
+// closing c ends that write and the writer reports, so that the frames of
+// its batch go back with the failure too.
 func (p *peer) fail(c *conn, err error) {
 	p.mu.Lock()
 	if p.cur != c {
@@ -246,25 +335,86 @@ func (p *peer) fail(c *conn, err error) {
 		return
 	}
 	p.cur = nil
-	frames, bytes := p.discardLocked()
-	p.mu.Unlock()
-	c.close()
-	if cause := c.cause.Load(); cause != nil {
-		err = *cause // we closed it (a failed Reply): report why
+	f := p.failureLocked(c, err)
+	if p.writing == c {
+		p.deferred = f
+		p.mu.Unlock()
+		c.close()
+		return
 	}
-
-	m := p.m
-	m.untrack(c) // Reply must not find it any more
-	m.stats.connFailures.Add(1)
-	m.stats.dropConn.Add(uint64(frames))
-	m.stats.dropBytes.Add(uint64(bytes))
-	m.log.Info("peer: connection lost", zap.String("peer", p.addr), zap.Uint64("conn", c.info.ID),
-		zap.Error(err), zap.Int("dropped_frames", frames))
-	m.onFailure(p.addr, err)
+	p.mu.Unlock()
+	p.report(f)
 }
 
-// shutdown stops the peer for Disconnect or Close: no failure is reported,
-// the queue is dropped, the connection closed and the writer stopped.
+// failureLocked starts the report of a failure, taking the queue with it.
+func (p *peer) failureLocked(c *conn, err error) *failure {
+	f := &failure{c: c, err: err, keep: p.m.cfg.OnFailure != nil && !p.retiring,
+		frames: p.pendingFrames, bytes: len(p.pending)}
+	if f.keep && f.frames > 0 {
+		f.unsent = bytes.Clone(p.pending) // the queue's buffer stays for reuse
+	}
+	p.discardLocked()
+	return f
+}
+
+// report closes the failed connection and calls OnFailure with the frames
+// it could not write. A peer being retired or shut down reports nothing:
+// its owner has forgotten the address.
+func (p *peer) report(f *failure) {
+	m := p.m
+	if f.c != nil {
+		f.c.close()
+		if cause := f.c.cause.Load(); cause != nil {
+			f.err = *cause // we closed it (a failed Reply): report why
+		}
+		m.untrack(f.c) // Reply must not find it any more
+		m.stats.connFailures.Add(1)
+	}
+	p.mu.Lock()
+	quiet := p.closed || p.retiring
+	p.mu.Unlock()
+	switch {
+	case quiet:
+		m.stats.dropClosed.Add(uint64(f.frames))
+		m.stats.dropBytes.Add(uint64(f.bytes))
+		m.log.Debug("peer: retired peer failed", zap.String("peer", p.addr), zap.Error(f.err),
+			zap.Int("dropped_frames", f.frames))
+		return
+	case m.cfg.OnFailure == nil:
+		m.stats.dropConn.Add(uint64(f.frames))
+		m.stats.dropBytes.Add(uint64(f.bytes))
+	default:
+		m.stats.returned.Add(uint64(f.frames))
+	}
+	if f.c != nil {
+		m.log.Info("peer: connection lost", zap.String("peer", p.addr), zap.Uint64("conn", f.c.info.ID),
+			zap.Error(f.err), zap.Int("unsent_frames", f.frames))
+	}
+	m.onFailure(p.addr, f.err, f.unsent)
+}
+
+// retire makes the writer shut the peer down once its queue is written.
+func (p *peer) retire() {
+	p.mu.Lock()
+	p.retiring = true
+	p.mu.Unlock()
+	p.poke()
+}
+
+// retireIfIdle shuts a retiring peer down once nothing is left to write.
+func (p *peer) retireIfIdle() bool {
+	p.mu.Lock()
+	idle := p.retiring && len(p.pending) == 0
+	p.mu.Unlock()
+	if idle {
+		p.shutdown()
+	}
+	return idle
+}
+
+// shutdown stops the peer for Disconnect, Close or retirement: no failure
+// is reported, the queue is dropped, the connection closed and the writer
+// stopped.
 func (p *peer) shutdown() {
 	p.mu.Lock()
 	if p.closed {
@@ -274,30 +424,29 @@ func (p *peer) shutdown() {
 	p.closed = true
 	c := p.cur
 	p.cur = nil
-	frames, bytes := p.discardLocked()
+	f := p.deferred
+	p.deferred = nil
+	frames, size := p.pendingFrames, len(p.pending)
+	p.discardLocked()
 	p.mu.Unlock()
 	p.cancel()
 	if c != nil {
 		c.close()
 	}
+	if f != nil { // taken from the writer, which now reports nothing
+		frames += f.frames
+		size += f.bytes
+	}
 	p.m.stats.dropClosed.Add(uint64(frames))
-	p.m.stats.dropBytes.Add(uint64(bytes))
+	p.m.stats.dropBytes.Add(uint64(size))
 }
 
-// discardLocked empties the queue and returns what it held.
-func (p *peer) discardLocked() (frames, bytes int) {
-	frames, bytes = p.pendingFrames, len(p.pending)
+// discardLocked empties the queue.
+func (p *peer) discardLocked() {
 	p.pendingFrames = 0
 	if cap(p.pending) > retainQueueBuf {
 		p.pending = nil
 	} else {
 		p.pending = p.pending[:0]
 	}
-	return frames, bytes
-}
-
-func (p *peer) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
 }
