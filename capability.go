@@ -145,8 +145,35 @@ type capKey struct {
 }
 
 type capability struct {
-	key capKey
-	box *mailbox[delivery]
+	key   capKey
+	box   *mailbox[delivery]
+	slabs slab
+}
+
+// slab copies packet bodies for handlers into shared chunks: one
+// allocation per chunk instead of one per packet. Each body is capped at
+// its length, so a handler appending to it gets a copy; a chunk is freed
+// when the last body in it is.
+type slab struct {
+	mu   sync.Mutex
+	free []byte
+}
+
+const slabSize = 64 << 10
+
+func (s *slab) copy(b []byte) []byte {
+	if len(b) > slabSize/8 {
+		return clone(b)
+	}
+	s.mu.Lock()
+	if len(s.free) < len(b) {
+		s.free = make([]byte, slabSize)
+	}
+	out := s.free[:len(b):len(b)]
+	s.free = s.free[len(b):]
+	s.mu.Unlock()
+	copy(out, b)
+	return out
 }
 
 // delivery is a packet or an event for a capability's handler; a struct,
@@ -216,7 +243,7 @@ func (c *Cluster) deliver(t bin.Trailer, p bin.Packet) {
 	}
 	body := p.Body[:len(p.Body)-bin.TrailerLen]
 	cp.box.put(delivery{pkt: Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
-		Body: clone(body)}})
+		Body: cp.slabs.copy(body)}})
 }
 
 // Subscribe calls fn with every event of every cluster, in order, from a
