@@ -293,7 +293,7 @@ func (c *Cluster) dispatch(e core.Event) {
 	case core.LocalDisabled:
 		kind = LocalDisabled
 	case core.Message:
-		c.extraMessage(bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
+		c.extraMessage(0, bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
 		return
 	default:
 		c.stats.unhandledMessages.Add(1)

@@ -642,7 +642,7 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 		return
 	}
 	if p.Capability == wire.CapExtra {
-		if c.onExtra(t, p) {
+		if c.onExtra(ci.ID, t, p) {
 			return
 		}
 		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})

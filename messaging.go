@@ -40,6 +40,13 @@ type Message struct {
 	Body string
 }
 
+// inbound is a request for the handler and the connection it arrived on
+// (0: local, or through the protocol loop).
+type inbound struct {
+	req  Message
+	conn uint64
+}
+
 // Decode unmarshals a body made by Encode into v.
 func (m Message) Decode(v any) error { return Decode(m.Body, v) }
 
@@ -79,6 +86,10 @@ const MaxCommandParams = wire.MaxMIParams
 // ErrUnknownCommand: a command name that is not registered.
 var ErrUnknownCommand = errors.New("clusterer: unknown command")
 
+// ErrNoHandler: the local node was asked (IncludeLocal) but has no
+// request handler to answer.
+var ErrNoHandler = errors.New("clusterer: no request handler")
+
 // ErrPayload wraps failures to encode or decode a message body.
 var ErrPayload = errors.New("clusterer: bad message payload")
 
@@ -89,7 +100,7 @@ type messaging struct {
 	mu       sync.Mutex
 	rng      *rand.ChaCha8 // tag randomness
 	calls    map[string]*call
-	reqBox   *mailbox[Message]
+	reqBox   *mailbox[inbound]
 	reqFn    RequestHandler
 	commands map[string]CommandFunc
 	cmdBox   *mailbox[Command]
@@ -134,21 +145,26 @@ func (g *messaging) tag(cluster int32) string {
 
 // HandleRequests sets the function that answers generic requests (nil
 // removes it). Requests also reach Subscribe as RequestReceived events,
-// whether or not a handler is set. At most Config.HandlerQueue requests
-// wait for the handler; more are dropped and counted.
+// whether or not a handler is set (without one, they are counted in
+// Stats.Unanswered). Requests are handled one at a time, in order; a
+// handler that needs long (a database lookup) should return false and
+// answer with SendReply from a goroutine of its own. At most
+// Config.HandlerQueue requests wait for the handler; more are dropped and
+// counted.
 func (c *Cluster) HandleRequests(fn RequestHandler) {
 	g := c.msgs
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.reqFn = fn
 	if fn != nil && g.reqBox == nil && !g.closed {
-		g.reqBox = newMailbox[Message](c.cfg.HandlerQueue, &c.stats.handlerDrops)
+		g.reqBox = newMailbox[inbound](c.cfg.HandlerQueue, &c.stats.handlerDrops)
 		g.reqBox.start(g.answer)
 	}
 }
 
 // answer runs on the request handler's goroutine.
-func (g *messaging) answer(req Message) {
+func (g *messaging) answer(in inbound) {
+	req := in.req
 	g.mu.Lock()
 	fn := g.reqFn
 	g.mu.Unlock()
@@ -159,10 +175,30 @@ func (g *messaging) answer(req Message) {
 	if !ok {
 		return
 	}
-	if err := g.c.SendReply(req.Cluster, req.Src, req.Tag, reply); err != nil {
+	err := g.c.SendReply(req.Cluster, req.Src, req.Tag, reply)
+	if errors.Is(err, ErrDestDown) && in.conn != 0 {
+		// The asker reached us before we knew a route back (it is
+		// joining): answer on the connection the request came in on.
+		err = g.c.replyOnConn(in.conn, req, reply)
+	}
+	if err != nil {
+		g.c.stats.replyDropped.Add(1)
 		g.c.log.Debug("reply not sent", zap.Int("cluster", req.Cluster), zap.Int("peer", req.Src),
 			zap.String("tag", req.Tag), zap.Error(err))
 	}
+}
+
+// replyOnConn sends a reply straight back on the request's connection.
+func (c *Cluster) replyOnConn(conn uint64, req Message, reply string) error {
+	m := genericMsg(false, req.Tag, reply)(bin.Trailer{Cluster: int32(req.Cluster), Src: c.me, Dst: int32(req.Src)})
+	frame, err := m.Append(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPacket, err)
+	}
+	if err := c.peers.Reply(conn, frame); err != nil {
+		return fmt.Errorf("%w: %w", ErrSend, err)
+	}
+	return nil
 }
 
 // SendRequest sends a request to one node without waiting for the reply
@@ -201,7 +237,7 @@ func (c *Cluster) BroadcastRequest(cluster int, msg string, includeLocal bool) (
 		sent++
 	}
 	if includeLocal {
-		c.msgs.received(Message{Cluster: cluster, Src: int(c.me), Request: true, Tag: tag, Body: msg})
+		c.msgs.received(Message{Cluster: cluster, Src: int(c.me), Request: true, Tag: tag, Body: msg}, 0)
 		sent++
 	}
 	switch {
@@ -313,7 +349,13 @@ func (c *Cluster) request(ctx context.Context, cluster int, nodes []int, msg str
 		}
 	}
 	if local {
-		g.received(Message{Cluster: cluster, Src: int(c.me), Request: true, Tag: tag, Body: msg})
+		g.mu.Lock()
+		none := g.reqFn == nil
+		g.mu.Unlock()
+		if none {
+			g.finish(k, c.me, Reply{Err: ErrNoHandler})
+		}
+		g.received(Message{Cluster: cluster, Src: int(c.me), Request: true, Tag: tag, Body: msg}, 0)
 	}
 	select {
 	case <-k.done:
@@ -366,7 +408,7 @@ func (g *messaging) finishAll(k *call, err error) {
 // received takes a generic message for the local node: a reply completes
 // its call; every message goes to the handler and the subscribers. It
 // never blocks (it runs on connection readers and the protocol loop).
-func (g *messaging) received(m Message) {
+func (g *messaging) received(m Message, conn uint64) {
 	g.mu.Lock()
 	if !m.Request {
 		if k := g.calls[m.Tag]; k != nil && k.cluster == int32(m.Cluster) {
@@ -379,7 +421,9 @@ func (g *messaging) received(m Message) {
 	}
 	g.mu.Unlock()
 	if box != nil {
-		box.put(m)
+		box.put(inbound{req: m, conn: conn})
+	} else if m.Request {
+		g.c.stats.unanswered.Add(1)
 	}
 	kind := ReplyReceived
 	if m.Request {
@@ -543,7 +587,7 @@ func (c *Cluster) BroadcastCommand(cluster int, name string, params ...string) e
 // onExtra takes a clusterer-extra message for the local node on the data
 // plane, and reports whether it was one of the messaging layer's
 // (GENERIC_MSG, MI_CMD); the others go to the protocol loop.
-func (c *Cluster) onExtra(t bin.Trailer, p bin.Packet) bool {
+func (c *Cluster) onExtra(conn uint64, t bin.Trailer, p bin.Packet) bool {
 	switch wire.Type(p.Type) {
 	case wire.TypeGenericMsg, wire.TypeMICmd:
 	default:
@@ -554,15 +598,15 @@ func (c *Cluster) onExtra(t bin.Trailer, p bin.Packet) bool {
 		c.stats.malformed.Add(1)
 		return true
 	}
-	c.extraMessage(t, msg)
+	c.extraMessage(conn, t, msg)
 	return true
 }
 
 // extraMessage hands a decoded GENERIC_MSG or MI_CMD to the host.
-func (c *Cluster) extraMessage(t bin.Trailer, msg wire.Message) {
+func (c *Cluster) extraMessage(conn uint64, t bin.Trailer, msg wire.Message) {
 	switch m := msg.(type) {
 	case *wire.GenericMsg:
-		c.msgs.received(Message{Cluster: int(t.Cluster), Src: int(t.Src), Request: m.Request, Tag: m.Tag, Body: m.Msg})
+		c.msgs.received(Message{Cluster: int(t.Cluster), Src: int(t.Src), Request: m.Request, Tag: m.Tag, Body: m.Msg}, conn)
 	case *wire.MICmd:
 		if !c.msgs.command(Command{Cluster: int(t.Cluster), Src: int(t.Src), Name: m.Command, Params: m.Params}) {
 			c.stats.unknownCommand.Add(1)
@@ -613,7 +657,7 @@ func (c *Cluster) sendGeneric(cluster, node int, request bool, tag, msg string) 
 	if n == nil || !n.Reachable {
 		if node == int(c.me) && !request {
 			// The reply to a request the local node broadcast to itself.
-			c.msgs.received(Message{Cluster: cluster, Src: node, Tag: tag, Body: msg})
+			c.msgs.received(Message{Cluster: cluster, Src: node, Tag: tag, Body: msg}, 0)
 			return nil
 		}
 		return ErrDestDown

@@ -204,9 +204,11 @@ func TestRequestContextCancellation(t *testing.T) {
 
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel2()
-		replies, err := nodes[1].Broadcast(ctx2, cl, "anyone?")
+		replies, err := nodes[1].Broadcast(ctx2, cl, "anyone?", clusterer.IncludeLocal())
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		require.Equal(t, []clusterer.Reply{{Node: 2, Err: context.DeadlineExceeded}}, replies)
+		require.Equal(t, []clusterer.Reply{{Node: 1, Err: clusterer.ErrNoHandler}, {Node: 2, Err: context.DeadlineExceeded}}, replies,
+			"the local node, without a handler, fails at once")
+		require.Equal(t, uint64(1), nodes[1].Stats().Unanswered)
 
 		// Close ends a wait at once.
 		done := make(chan error)

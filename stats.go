@@ -32,6 +32,8 @@ type Stats struct {
 	InboxFull         uint64 // inputs dropped because the protocol loop lagged
 	Unhandled         uint64 // messages for layers not enabled on this node
 	UnknownCommand    uint64 // remote commands not registered here
+	Unanswered        uint64 // generic requests received with no request handler set
+	ReplyDropped      uint64 // replies of the request handler that could not be sent
 	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
 	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
 
@@ -53,7 +55,7 @@ type counters struct {
 	disabled, unknownCapability                             atomic.Uint64
 	relayNoRoute, relayLoop, relayRefused, relayFailed      atomic.Uint64
 	sendErrors, handlerDrops, inboxFull, unhandledMessages  atomic.Uint64
-	unknownCommand                                          atomic.Uint64
+	unknownCommand, unanswered, replyDropped                atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -68,7 +70,8 @@ func (c *Cluster) Stats() Stats {
 		RelayRefused: c.stats.relayRefused.Load(), RelayFailed: c.stats.relayFailed.Load(),
 		SendErrors: c.stats.sendErrors.Load(), HandlerDrops: c.stats.handlerDrops.Load(),
 		InboxFull: c.stats.inboxFull.Load(), Unhandled: c.stats.unhandledMessages.Load(),
-		UnknownCommand: c.stats.unknownCommand.Load(),
+		UnknownCommand: c.stats.unknownCommand.Load(), Unanswered: c.stats.unanswered.Load(),
+		ReplyDropped: c.stats.replyDropped.Load(),
 	}
 	if cs := c.coreStats.Load(); cs != nil {
 		s.Malformed += cs.Malformed

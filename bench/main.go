@@ -1,11 +1,12 @@
 // Command bench measures the clusterer runtime on loopback: SendTo
 // throughput and round-trip latency against raw TCP baselines measured in
 // the same run, failure detection on a 20-node cluster (crash and silent
-// blackhole), and convergence of a 100-node cluster on the deterministic
-// simulator.
+// blackhole), convergence of a 100-node cluster on the deterministic
+// simulator, and request/reply messaging (Request, Broadcast).
 //
 //	go run ./bench -scenario all
 //	go run ./bench -scenario throughput,latency
+//	go run ./bench -scenario request
 //
 // The machine may be small and noisy: every figure that matters is a
 // ratio against a baseline taken in the same run.
@@ -24,7 +25,7 @@ import (
 	"time"
 )
 
-var scenarios = []string{"throughput", "latency", "failure", "sim"}
+var scenarios = []string{"throughput", "latency", "failure", "sim", "request"}
 
 func main() {
 	var (
@@ -49,6 +50,12 @@ func main() {
 		traceOut   = flag.String("trace", "", "write a runtime execution trace of the whole run to this file")
 		verbose    = flag.Bool("v", false, "log the library's Info messages (connections, node up/down) to stderr")
 		simScale   = flag.String("sim-scale", "10,20,30", "sim: smaller full-mesh discovery sizes run to show how the cost grows (empty: none)")
+		reqRTTs    = flag.Int("req-rtts", 10000, "request: sequential Request round trips per side")
+		reqPayload = flag.Int("req-payload", 64, "request: request body bytes (echoed back)")
+		reqConc    = flag.Int("req-concurrency", 16, "request: goroutines issuing concurrent Requests")
+		reqWindow  = flag.Duration("req-window", 2*time.Second, "request: measured time per side of the concurrent Requests")
+		bcastNodes = flag.Int("bcast-nodes", 20, "request: nodes answering each Broadcast (plus the asker; at most 127)")
+		bcasts     = flag.Int("bcasts", 2000, "request: Broadcasts per side")
 	)
 	flag.Parse()
 	setVerbose(*verbose)
@@ -74,7 +81,8 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	if *failNodes < 2 || *failNodes > 250 || *tpRounds < 1 || *rtts < 4 || *senders < 1 {
+	if *failNodes < 2 || *failNodes > 250 || *tpRounds < 1 || *rtts < 4 || *senders < 1 ||
+		*reqRTTs < 4 || *reqPayload < 1 || *reqConc < 1 || *reqWindow <= 0 || *bcastNodes < 1 || *bcastNodes > 127 || *bcasts < 4 {
 		fmt.Fprintln(os.Stderr, "bench: bad flag value")
 		os.Exit(2)
 	}
@@ -131,6 +139,11 @@ func main() {
 		}
 		return runSimScenario(simOptions{nodes: *simNodes, seed: *simSeed, maxVirt: 120 * time.Second,
 			budget: *simBudget, maxHeap: 3 << 30}, scale, rep)
+	})
+
+	run("request", func() error {
+		return runRequest(reqOptions{rtts: *reqRTTs, rounds: 4, payload: *reqPayload, warmup: 1000, concurrency: *reqConc,
+			window: *reqWindow, responders: *bcastNodes, bcasts: *bcasts}, rep)
 	})
 
 	section("summary")
