@@ -274,28 +274,20 @@ func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
 
 type subscriber struct{ box *mailbox[Event] }
 
+// publicKind maps the machine's node events to the API's.
+var publicKind = map[core.EventKind]EventKind{
+	core.NodeUp: NodeUp, core.NodeDown: NodeDown, core.LinkUp: LinkUp, core.LinkDown: LinkDown,
+	core.NodeAdded: NodeAdded, core.NodeRemoved: NodeRemoved, core.LocalDisabled: LocalDisabled,
+}
+
 // dispatch runs on the loop goroutine: it only queues.
 func (c *Cluster) dispatch(e core.Event) {
-	var kind EventKind
-	switch e.Kind {
-	case core.NodeUp:
-		kind = NodeUp
-	case core.NodeDown:
-		kind = NodeDown
-	case core.LinkUp:
-		kind = LinkUp
-	case core.LinkDown:
-		kind = LinkDown
-	case core.NodeAdded:
-		kind = NodeAdded
-	case core.NodeRemoved:
-		kind = NodeRemoved
-	case core.LocalDisabled:
-		kind = LocalDisabled
-	case core.Message:
+	if e.Kind == core.Message {
 		c.extraMessage(0, bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
 		return
-	default:
+	}
+	kind, ok := publicKind[e.Kind]
+	if !ok {
 		c.stats.unhandledMessages.Add(1)
 		return
 	}

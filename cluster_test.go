@@ -56,7 +56,9 @@ func (r *recorder) got() ([]clusterer.Packet, []clusterer.Event) {
 	return append([]clusterer.Packet(nil), r.packets...), append([]clusterer.Event(nil), r.events...)
 }
 
-func startNodes(t *testing.T, nw *clustertest.Network, neighbors map[int][]int, ids ...int) (map[int]*clusterer.Cluster, map[int]*recorder) {
+// startNodes starts nodes on any transport, each knowing the given
+// neighbours.
+func startNodes(t *testing.T, nw clusterer.Transport, neighbors map[int][]int, ids ...int) (map[int]*clusterer.Cluster, map[int]*recorder) {
 	t.Helper()
 	nodes, recs := map[int]*clusterer.Cluster{}, map[int]*recorder{}
 	for _, id := range ids {

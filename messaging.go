@@ -1,7 +1,6 @@
 package clusterer
 
 import (
-	"cmp"
 	"context"
 	crand "crypto/rand"
 	"errors"
@@ -224,29 +223,12 @@ func (c *Cluster) BroadcastRequest(cluster int, msg string, includeLocal bool) (
 		return "", err
 	}
 	tag = c.msgs.tag(cv.ID)
-	sent, firstErr := 0, error(nil)
-	for i := range cv.Nodes {
-		n := &cv.Nodes[i]
-		if !n.Reachable || !n.Enabled {
-			continue
-		}
-		if err := c.sendExtra(cv, n, genericMsg(true, tag, msg)); err != nil {
-			firstErr = cmp.Or(firstErr, err)
-			continue
-		}
-		sent++
-	}
 	if includeLocal {
 		c.msgs.received(Message{Cluster: cluster, Src: int(c.me), Request: true, Tag: tag, Body: msg}, 0)
-		sent++
 	}
-	switch {
-	case sent > 0:
-		return tag, nil
-	case firstErr != nil:
-		return tag, firstErr
-	}
-	return tag, ErrDestDown
+	return tag, c.sendToEach(cv, includeLocal, func(n *core.NodeView) error {
+		return c.sendExtra(cv, n, genericMsg(true, tag, msg))
+	})
 }
 
 // Request sends a request to one node and waits for its reply, the node
@@ -302,12 +284,8 @@ func (c *Cluster) Broadcast(ctx context.Context, cluster int, msg string, opts .
 
 // request sends msg to nodes (and locally) under one tag and waits.
 func (c *Cluster) request(ctx context.Context, cluster int, nodes []int, msg string, local bool) ([]Reply, error) {
-	cv, err := c.sendable(cluster)
-	if err != nil {
-		return nil, err
-	}
 	g := c.msgs
-	k := &call{cluster: cv.ID, waiting: map[int32]int{}, done: make(chan struct{})}
+	k := &call{cluster: int32(cluster), waiting: map[int32]int{}, done: make(chan struct{})}
 	all := nodes
 	if local {
 		all = append(append([]int(nil), nodes...), int(c.me))
@@ -322,7 +300,7 @@ func (c *Cluster) request(ctx context.Context, cluster int, nodes []int, msg str
 		g.mu.Unlock()
 		return nil, ErrClosed
 	}
-	tag := g.newTag(cv.ID)
+	tag := g.newTag(k.cluster)
 	g.calls[tag] = k
 	g.mu.Unlock()
 	defer func() {
@@ -331,21 +309,21 @@ func (c *Cluster) request(ctx context.Context, cluster int, nodes []int, msg str
 		g.mu.Unlock()
 	}()
 
-	// The view may have changed since the caller looked: a node already
-	// unreachable is answered now rather than waited for.
-	cv, err = c.sendable(cluster)
+	// Read the view only once the call is registered: a node that goes
+	// down later ends its wait through unreachable, one that went down
+	// before is seen down here (the view is published before events).
+	cv, err := c.sendable(cluster)
 	if err != nil {
-		g.finishAll(k, err)
-	} else {
-		for _, id := range nodes {
-			n := cv.Node(int32(id))
-			if n == nil || !n.Reachable || !n.Enabled {
-				g.finish(k, int32(id), Reply{Err: ErrDestDown})
-				continue
-			}
-			if err := c.sendExtra(cv, n, genericMsg(true, tag, msg)); err != nil {
-				g.finish(k, int32(id), Reply{Err: err})
-			}
+		return nil, err
+	}
+	for _, id := range nodes {
+		n := cv.Node(int32(id))
+		if n == nil || !n.Reachable || !n.Enabled {
+			g.finish(k, int32(id), Reply{Err: ErrDestDown})
+			continue
+		}
+		if err := c.sendExtra(cv, n, genericMsg(true, tag, msg)); err != nil {
+			g.finish(k, int32(id), Reply{Err: err})
 		}
 	}
 	if local {
@@ -364,16 +342,12 @@ func (c *Cluster) request(ctx context.Context, cluster int, nodes []int, msg str
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	select {
-	case <-k.done:
-		return k.replies, nil
-	default:
+	if len(k.waiting) == 0 {
+		return k.replies, nil // completed meanwhile
 	}
-	for id, i := range k.waiting {
-		k.replies[i].Err = ctx.Err()
-		delete(k.waiting, id)
+	for id := range k.waiting {
+		g.finishLocked(k, id, Reply{Err: ctx.Err()})
 	}
-	close(k.done)
 	return k.replies, ctx.Err()
 }
 
@@ -394,14 +368,6 @@ func (g *messaging) finishLocked(k *call, node int32, r Reply) {
 	delete(k.waiting, node)
 	if len(k.waiting) == 0 {
 		close(k.done)
-	}
-}
-
-func (g *messaging) finishAll(k *call, err error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for id := range k.waiting {
-		g.finishLocked(k, id, Reply{Err: err})
 	}
 }
 
@@ -558,28 +524,10 @@ func (c *Cluster) BroadcastCommand(cluster int, name string, params ...string) e
 	if err != nil {
 		return err
 	}
-	sent, firstErr := 0, error(nil)
-	for i := range cv.Nodes {
-		n := &cv.Nodes[i]
-		if !n.Reachable || !n.Enabled {
-			continue
-		}
-		if err := c.sendExtra(cv, n, miCmd(name, params)); err != nil {
-			firstErr = cmp.Or(firstErr, err)
-			continue
-		}
-		sent++
-	}
-	if c.msgs.command(Command{Cluster: cluster, Src: int(c.me), Name: name, Params: append([]string(nil), params...)}) {
-		sent++
-	}
-	switch {
-	case sent > 0:
-		return nil
-	case firstErr != nil:
-		return firstErr
-	}
-	return ErrDestDown
+	ranLocally := c.msgs.command(Command{Cluster: cluster, Src: int(c.me), Name: name, Params: slices.Clone(params)})
+	return c.sendToEach(cv, ranLocally, func(n *core.NodeView) error {
+		return c.sendExtra(cv, n, miCmd(name, params))
+	})
 }
 
 // --- receiving ---

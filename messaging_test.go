@@ -16,6 +16,7 @@ import (
 	"github.com/clusterer-go/clusterer/bin"
 	"github.com/clusterer-go/clusterer/clustertest"
 	"github.com/clusterer-go/clusterer/internal/golden"
+	"github.com/clusterer-go/clusterer/internal/wire"
 )
 
 // echo answers every request with "<node>:<msg>".
@@ -408,4 +409,36 @@ func TestMessagingOverTCP(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[int]bool{2: true}, from)
+}
+
+// A request from a node the responder has no route to yet (a node that is
+// joining: here node 2, known to node 3 but never reachable) is answered
+// on the connection it came in on.
+func TestReplyGoesBackOnTheRequestsConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := clustertest.NewNetwork()
+		defer nw.Close()
+		nodes, _ := startNodes(t, nw, map[int][]int{3: {2}}, 3)
+		nodes[3].HandleRequests(echo(3))
+		time.Sleep(3 * time.Second)
+		require.Empty(t, reachable(nodes[3]))
+
+		conn, err := nw.Dial(context.Background(), ip(2), ip(3)+":5555")
+		require.NoError(t, err)
+		defer conn.Close()
+		req := &wire.GenericMsg{Trailer: bin.Trailer{Cluster: cl, Src: 2, Dst: 3}, Request: true, Tag: "1-2-abc", Msg: "hi"}
+		frame, err := req.Append(nil)
+		require.NoError(t, err)
+		_, err = conn.Write(frame)
+		require.NoError(t, err)
+
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		sr := bin.NewStreamReader(conn)
+		p, err := sr.NextPacket()
+		require.NoError(t, err)
+		msg, err := wire.Decode(p)
+		require.NoError(t, err)
+		require.Equal(t, &wire.GenericMsg{Trailer: bin.Trailer{Cluster: cl, Src: 3, Dst: 2}, Tag: "1-2-abc", Msg: "3:hi"}, msg)
+		require.Zero(t, nodes[3].Stats().ReplyDropped)
+	})
 }

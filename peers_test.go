@@ -48,22 +48,6 @@ func TestRemovedAndDisabledNodesAreDisconnected(t *testing.T) {
 	})
 }
 
-// startOn starts nodes on any transport, each knowing the given neighbours.
-func startOn(t *testing.T, tr clusterer.Transport, neighbors map[int][]int, ids ...int) (map[int]*clusterer.Cluster, map[int]*recorder) {
-	t.Helper()
-	nodes, recs := map[int]*clusterer.Cluster{}, map[int]*recorder{}
-	for _, id := range ids {
-		c, err := clusterer.New(testConfig(id, tr, neighbors[id]...))
-		require.NoError(t, err)
-		recs[id] = &recorder{}
-		require.NoError(t, c.RegisterCapability(clusterer.CapabilityConfig{Name: "test-repl", Cluster: cl}, recs[id]))
-		require.NoError(t, c.Start(context.Background()))
-		nodes[id] = c
-		t.Cleanup(func() { c.Close() })
-	}
-	return nodes, recs
-}
-
 // Packets queued for a connection that breaks are not lost: once node 1
 // has processed the failure, they go to node 3 through node 2. The 4 KiB
 // the connection had already taken are lost with it, as on TCP.
@@ -71,7 +55,7 @@ func TestQueuedPacketsAreReroutedWhenTheConnectionBreaks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nw := memnet.New(memnet.WithBufferSize(4096))
 		defer nw.Close()
-		nodes, recs := startOn(t, nw, map[int][]int{1: {2, 3}, 2: {1, 3}, 3: {1, 2}}, 1, 2, 3)
+		nodes, recs := startNodes(t, nw, map[int][]int{1: {2, 3}, 2: {1, 3}, 3: {1, 2}}, 1, 2, 3)
 		// An instant no protocol timer falls on: only our packets are queued.
 		time.Sleep(3*time.Second + 77*time.Millisecond)
 		for id, c := range nodes {

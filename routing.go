@@ -1,6 +1,7 @@
 package clusterer
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 
@@ -42,23 +43,28 @@ func (c *Cluster) SendAll(cluster int, p bin.Packet) error {
 	if err != nil {
 		return err
 	}
+	return c.sendToEach(cv, false, func(n *core.NodeView) error { return c.sendVia(cv, n, p) })
+}
+
+// sendToEach calls send for every reachable enabled node of cv, one
+// unicast each, as OpenSIPS broadcasts. It succeeds when a send did (or
+// done says a copy was already delivered locally); otherwise it returns
+// the first error, or ErrDestDown with nobody to send to.
+func (c *Cluster) sendToEach(cv *core.ClusterView, done bool, send func(n *core.NodeView) error) error {
 	var firstErr error
-	sent := 0
 	for i := range cv.Nodes {
 		n := &cv.Nodes[i]
 		if !n.Reachable || !n.Enabled {
 			continue
 		}
-		if err := c.sendVia(cv, n, p); err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
+		if err := send(n); err != nil {
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
-		sent++
+		done = true
 	}
 	switch {
-	case sent > 0:
+	case done:
 		return nil
 	case firstErr != nil:
 		return firstErr
