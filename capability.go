@@ -1,9 +1,11 @@
 package clusterer
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -58,6 +60,17 @@ const (
 	// Node is the sender, Tag and Msg are set.
 	RequestReceived
 	ReplyReceived
+	// CapabilityChanged: a remote node's capability changed state
+	// (Capability and Synced are set), as learned from CAP_UPDATE.
+	CapabilityChanged
+	// SyncStarted: a full sync of Capability from donor Node began.
+	SyncStarted
+	// SyncDone: Capability is synced; Node is the donor, 0 when a seed
+	// node gave up waiting for one (Config.SeedFallbackInterval).
+	SyncDone
+	// SyncFailed: the sync from Node failed (Err says why); another is
+	// requested as soon as a donor qualifies.
+	SyncFailed
 )
 
 func (k EventKind) String() string {
@@ -80,6 +93,14 @@ func (k EventKind) String() string {
 		return "request-received"
 	case ReplyReceived:
 		return "reply-received"
+	case CapabilityChanged:
+		return "capability-changed"
+	case SyncStarted:
+		return "sync-started"
+	case SyncDone:
+		return "sync-done"
+	case SyncFailed:
+		return "sync-failed"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -93,6 +114,11 @@ type Event struct {
 	Node    int
 	// Tag and Msg are set for RequestReceived and ReplyReceived.
 	Tag, Msg string
+	// Capability is set for CapabilityChanged and the sync events; Synced
+	// for CapabilityChanged, Err for SyncFailed.
+	Capability string
+	Synced     bool
+	Err        error
 }
 
 // Handler receives a capability's traffic. Calls for one capability are
@@ -108,10 +134,29 @@ type Handler interface {
 	HandleEvent(e Event)
 }
 
-// HandlerFuncs adapts functions to Handler; nil fields ignore the call.
+// HandlerFuncs adapts functions to Handler, SyncReceiver and SyncSource;
+// nil fields ignore the call (a nil Donate donates no records).
 type HandlerFuncs struct {
-	Packet func(Packet)
-	Event  func(Event)
+	Packet     func(Packet)
+	Event      func(Event)
+	SyncRecord func(SyncRecord)
+	// Donate writes the records of a full sync (SyncSource.WriteSync).
+	Donate func(*SyncWriter) error
+}
+
+// HandleSyncRecord implements SyncReceiver.
+func (h HandlerFuncs) HandleSyncRecord(r SyncRecord) {
+	if h.SyncRecord != nil {
+		h.SyncRecord(r)
+	}
+}
+
+// WriteSync implements SyncSource.
+func (h HandlerFuncs) WriteSync(w *SyncWriter) error {
+	if h.Donate != nil {
+		return h.Donate(w)
+	}
+	return nil
 }
 
 // HandlePacket implements Handler.
@@ -137,6 +182,22 @@ type CapabilityConfig struct {
 	// QueueLen bounds pending deliveries to the handler; 0 means
 	// Config.HandlerQueue.
 	QueueLen int
+
+	// RequireSync pulls the whole data set from a synced donor when the
+	// node starts (OpenSIPS's cluster_persistency=sync-from-cluster); the
+	// capability is synced once it arrives. Without it the capability is
+	// synced at once. Either way the handler may serve syncs to others
+	// (SyncSource) and receive them (SyncReceiver, RequestSync).
+	RequireSync bool
+	// Donor restricts which nodes may donate (OpenSIPS's sync_cond).
+	Donor DonorCondition
+	// DataVersion is sent with this node's sync data as the data version
+	// (OpenSIPS modules send their BIN version).
+	DataVersion int16
+	// SyncBuffer bounds the ordinary packets held back while a sync runs
+	// (default 65536). More make the sync fail with ErrSyncOverflow and
+	// start again, instead of holding unbounded memory.
+	SyncBuffer int
 }
 
 type capKey struct {
@@ -145,9 +206,13 @@ type capKey struct {
 }
 
 type capability struct {
-	key   capKey
-	box   *mailbox[delivery]
-	slabs slab
+	c       *Cluster
+	key     capKey
+	cfg     CapabilityConfig
+	handler Handler
+	box     *mailbox[delivery]
+	slabs   slab
+	recv    syncRecv
 }
 
 // slab copies packet bodies for handlers into shared chunks: one
@@ -182,6 +247,7 @@ type delivery struct {
 	pkt   Packet
 	ev    Event
 	isEvt bool
+	sync  *syncItem
 }
 
 // RegisterCapability registers a capability and its handler. It may be
@@ -201,22 +267,36 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = c.cfg.HandlerQueue
 	}
+	if cfg.SyncBuffer <= 0 {
+		cfg.SyncBuffer = 1 << 16
+	}
+	cond, ok := map[DonorCondition]core.SyncCond{DonorAny: core.DonorAny, DonorSameSIPAddr: core.DonorSameSIP,
+		DonorOtherSIPAddr: core.DonorOtherSIP}[cfg.Donor]
+	if !ok {
+		return fmt.Errorf("%w: %q: Donor %d unknown", ErrCapability, cfg.Name, cfg.Donor)
+	}
+	ccfg := core.CapConfig{Name: cfg.Name, RequireSync: cfg.RequireSync, Cond: cond}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state == stateClosed {
+		c.mu.Unlock()
 		return ErrClosed
 	}
 	key := capKey{cid, cfg.Name}
 	if _, dup := c.caps[key]; dup {
+		c.mu.Unlock()
 		return fmt.Errorf("%w: %q already registered in cluster %d", ErrCapability, cfg.Name, cfg.Cluster)
 	}
 	bin.InternCapability(cfg.Name)
-	cp := &capability{key: key, box: newMailbox[delivery](cfg.QueueLen, &c.stats.handlerDrops)}
+	cp := &capability{c: c, key: key, cfg: cfg, handler: h, box: newMailbox[delivery](cfg.QueueLen, &c.stats.handlerDrops)}
+	cp.recv.skip = map[int32]bool{}
 	cp.box.start(func(d delivery) {
-		if d.isEvt {
+		switch {
+		case d.sync != nil:
+			cp.handleSync(d.sync)
+		case d.isEvt:
 			h.HandleEvent(d.ev)
-		} else {
-			h.HandlePacket(d.pkt)
+		default:
+			cp.packet(d.pkt)
 		}
 	})
 	caps := make(map[capKey]*capability, len(c.caps)+1)
@@ -226,6 +306,23 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 	caps[key] = cp
 	c.caps = caps
 	c.capsSnap.Store(&caps)
+	if c.state == stateNew {
+		// The loop does not run yet: the machine is ours (Start waits for
+		// c.mu).
+		defer c.mu.Unlock()
+		if err := c.m.AddCapability(time.Now(), cid, ccfg); err != nil {
+			return fmt.Errorf("%w: %w", ErrCapability, mapSyncErr(err))
+		}
+		c.view.Store(c.m.View())
+		return nil
+	}
+	c.mu.Unlock()
+	err = c.do(context.Background(), func(m *core.Machine, now time.Time) error {
+		return m.AddCapability(now, cid, ccfg)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCapability, mapSyncErr(err))
+	}
 	return nil
 }
 
@@ -278,12 +375,22 @@ type subscriber struct{ box *mailbox[Event] }
 var publicKind = map[core.EventKind]EventKind{
 	core.NodeUp: NodeUp, core.NodeDown: NodeDown, core.LinkUp: LinkUp, core.LinkDown: LinkDown,
 	core.NodeAdded: NodeAdded, core.NodeRemoved: NodeRemoved, core.LocalDisabled: LocalDisabled,
+	core.CapabilityChanged: CapabilityChanged,
+}
+
+// syncKinds are the machine's sync events, handled by syncEvent.
+var syncKinds = map[core.EventKind]bool{
+	core.SyncServe: true, core.SyncStart: true, core.SyncAbort: true, core.SyncFailed: true, core.SyncDone: true,
 }
 
 // dispatch runs on the loop goroutine: it only queues.
 func (c *Cluster) dispatch(e core.Event) {
 	if e.Kind == core.Message {
 		c.extraMessage(0, bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
+		return
+	}
+	if syncKinds[e.Kind] {
+		c.syncEvent(e)
 		return
 	}
 	kind, ok := publicKind[e.Kind]
@@ -298,7 +405,13 @@ func (c *Cluster) dispatch(e core.Event) {
 		c.msgs.unreachable(e.Cluster, 0)
 	}
 	ev := Event{Kind: kind, Cluster: int(e.Cluster), Node: int(e.Node)}
+	if e.Cap != nil {
+		ev.Capability, ev.Synced = e.Cap.Name, e.Cap.Synced
+	}
 	switch kind {
+	case CapabilityChanged:
+		c.log.Debug(kind.String(), zap.Int("cluster", ev.Cluster), zap.Int("peer", ev.Node),
+			zap.String("capability", ev.Capability), zap.Bool("synced", ev.Synced))
 	case LinkUp, LinkDown:
 		c.log.Debug(kind.String(), zap.Int("cluster", ev.Cluster), zap.Int("peer", ev.Node))
 	default:
@@ -331,6 +444,7 @@ func (c *Cluster) publish(ev Event) {
 type mailbox[T any] struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
+	space   *sync.Cond // signalled when the goroutine takes the queue
 	items   []T
 	max     int
 	closed  bool
@@ -341,6 +455,7 @@ type mailbox[T any] struct {
 func newMailbox[T any](max int, dropped *atomic.Uint64) *mailbox[T] {
 	b := &mailbox[T]{max: max, done: make(chan struct{}), dropped: dropped}
 	b.cond = sync.NewCond(&b.mu)
+	b.space = sync.NewCond(&b.mu)
 	return b
 }
 
@@ -358,6 +473,7 @@ func (b *mailbox[T]) start(fn func(T)) {
 				return
 			}
 			batch, b.items = b.items, batch[:0]
+			b.space.Broadcast()
 			b.mu.Unlock()
 			for i := range batch {
 				fn(batch[i])
@@ -366,6 +482,51 @@ func (b *mailbox[T]) start(fn func(T)) {
 			}
 		}
 	}()
+}
+
+// putWait is put for items that must not be dropped lightly: it waits up
+// to max for room, and reports whether the item was queued.
+func (b *mailbox[T]) putWait(item T, max time.Duration) bool {
+	b.mu.Lock()
+	if len(b.items) >= b.max && !b.closed {
+		deadline := time.Now().Add(max)
+		t := time.AfterFunc(max, func() {
+			b.mu.Lock()
+			b.space.Broadcast()
+			b.mu.Unlock()
+		})
+		for len(b.items) >= b.max && !b.closed && time.Now().Before(deadline) {
+			b.space.Wait()
+		}
+		t.Stop()
+	}
+	if b.closed || len(b.items) >= b.max {
+		b.mu.Unlock()
+		return false
+	}
+	b.items = append(b.items, item)
+	wake := len(b.items) == 1
+	b.mu.Unlock()
+	if wake {
+		b.cond.Signal()
+	}
+	return true
+}
+
+// force queues a control item past the bound: there are few of them, and
+// losing one would leave the handler's state wrong.
+func (b *mailbox[T]) force(item T) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.items = append(b.items, item)
+	wake := len(b.items) == 1
+	b.mu.Unlock()
+	if wake {
+		b.cond.Signal()
+	}
 }
 
 // put never blocks: a full queue drops the item.
@@ -391,6 +552,7 @@ func (b *mailbox[T]) close() {
 	if !b.closed {
 		b.closed = true
 		b.cond.Broadcast()
+		b.space.Broadcast()
 	}
 	b.mu.Unlock()
 	<-b.done

@@ -1,6 +1,7 @@
 package clusterer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,8 +67,11 @@ type Cluster struct {
 	// once the failure has been processed.
 	unsent [][]byte
 
-	msgs      *messaging    // generic messages and remote commands
-	closeDone chan struct{} // closed when Close has finished
+	msgs   *messaging // generic messages and remote commands
+	donors donors     // sync jobs serving other nodes
+	// syncPacketMax is the size SYNC packets are packed to.
+	syncPacketMax int
+	closeDone     chan struct{} // closed when Close has finished
 
 	done      []cmdResult // command results to deliver after the next flush (loop only)
 	stats     counters
@@ -142,6 +146,8 @@ func New(cfg Config) (*Cluster, error) {
 		caps: map[capKey]*capability{}, subs: map[*subscriber]struct{}{},
 	}
 	c.msgs = newMessaging(c)
+	c.donors.init()
+	c.syncPacketMax = cmp.Or(cfg.SyncPacketMaxSize, DefaultSyncPacketMaxSize)
 	c.closeDone = make(chan struct{})
 	c.view.Store(m.View())
 	c.syncAddrs(m.View())
@@ -212,6 +218,8 @@ func (c *Cluster) Close() error {
 	if started {
 		close(c.quit)
 		c.wg.Wait() // the loop is gone: no more dispatches
+		c.donors.cancel()
+		c.donors.wg.Wait() // sync jobs end at their next send
 		c.closeErr = c.peers.Close()
 	}
 	c.msgs.close()
@@ -317,6 +325,7 @@ func (c *Cluster) loop() {
 		case <-timer.C:
 			now := time.Now()
 			c.feedActivity(now)
+			c.feedSync(now)
 			c.m.Tick(now)
 		}
 		c.flush()
@@ -325,7 +334,9 @@ func (c *Cluster) loop() {
 		// SetState or RemoveNode already sees the result in every query
 		// and send.
 		for _, r := range c.done {
-			r.ch <- r.err
+			if r.ch != nil { // nil: fire and forget
+				r.ch <- r.err
+			}
 		}
 		c.done = c.done[:0]
 	}

@@ -10,9 +10,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/clusterer-go/clusterer/bin"
 	"github.com/clusterer-go/clusterer/internal/core"
 	"github.com/clusterer-go/clusterer/internal/route"
 )
+
+// DefaultSyncPacketMaxSize is OpenSIPS's sync_packet_max_size.
+const DefaultSyncPacketMaxSize = 32768
 
 // Config configures a Cluster. The zero value of every field means
 // OpenSIPS's default; only NodeID and Clusters are required.
@@ -80,6 +84,20 @@ type Config struct {
 	// beyond it are dropped and counted. The handler takes what is queued
 	// in batches, so up to twice this many may be held at once.
 	HandlerQueue int
+
+	// SyncTimeout abandons a capability sync that receives nothing for
+	// this long, and one whose donor never answers (default 15 s); the
+	// sync is then requested again.
+	SyncTimeout time.Duration
+	// SeedFallbackInterval is how long a seed node (Self.Seed) waits for
+	// a donor before declaring a capability synced with its own data
+	// (default 5 s). It counts from the request or from Start, whichever
+	// is later.
+	SeedFallbackInterval time.Duration
+	// SyncPacketMaxSize is the size sync data is packed to (default
+	// 32768, at most 65515); a packet may exceed it by about one record,
+	// as in OpenSIPS.
+	SyncPacketMaxSize int
 
 	// Logger receives the library's logs; nil means no logging.
 	Logger *zap.Logger
@@ -181,6 +199,13 @@ func (cfg *Config) coreConfig() (core.Config, error) {
 	out = core.Config{
 		NodeID: id, PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, NodeTimeout: cfg.NodeTimeout,
 		Discovery: !cfg.Provisioned, NoRerouting: cfg.DisableRerouting, OpenSIPSFlooding: cfg.OpenSIPSFlooding,
+		SyncTimeout: cfg.SyncTimeout, SeedFallback: cfg.SeedFallbackInterval,
+	}
+	if cfg.SyncPacketMaxSize < 0 || cfg.SyncPacketMaxSize > bin.MaxSendLen {
+		return out, fmt.Errorf("%w: SyncPacketMaxSize %d out of range (0..%d)", ErrConfig, cfg.SyncPacketMaxSize, bin.MaxSendLen)
+	}
+	if cfg.SyncTimeout < 0 || cfg.SeedFallbackInterval < 0 {
+		return out, fmt.Errorf("%w: SyncTimeout and SeedFallbackInterval must not be negative", ErrConfig)
 	}
 	switch cfg.Routing {
 	case RouteShortest:

@@ -534,16 +534,22 @@ func (c *Cluster) BroadcastCommand(cluster int, name string, params ...string) e
 
 // onExtra takes a clusterer-extra message for the local node on the data
 // plane, and reports whether it was one of the messaging layer's
-// (GENERIC_MSG, MI_CMD); the others go to the protocol loop.
+// (GENERIC_MSG, MI_CMD) or sync data (SYNC, SYNC_END), which must stay in
+// order with the capability's packets; the others go to the protocol loop.
 func (c *Cluster) onExtra(conn uint64, t bin.Trailer, p bin.Packet) bool {
-	switch wire.Type(p.Type) {
-	case wire.TypeGenericMsg, wire.TypeMICmd:
+	typ := wire.Type(p.Type)
+	switch typ {
+	case wire.TypeGenericMsg, wire.TypeMICmd, wire.TypeSync, wire.TypeSyncEnd:
 	default:
 		return false
 	}
 	msg, err := wire.Decode(p)
 	if err != nil {
 		c.stats.malformed.Add(1)
+		return true
+	}
+	if typ == wire.TypeSync || typ == wire.TypeSyncEnd {
+		c.onSync(t, msg)
 		return true
 	}
 	c.extraMessage(conn, t, msg)

@@ -37,6 +37,14 @@ type Stats struct {
 	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
 	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
 
+	// Sync counters.
+	SyncFramesSent, SyncFramesReceived uint64 // SYNC and SYNC_END packets
+	SyncServed, SyncServeFailed        uint64 // syncs donated, completely or not
+	SyncLost                           uint64 // sync packets a stuck handler could not take
+	SyncStale                          uint64 // sync packets of abandoned or foreign sessions, dropped
+	SyncOverflow                       uint64 // syncs failed: too many packets to hold back
+	SyncReqDropped                     uint64 // sync requests for capabilities absent or disabled here
+
 	// Transport counters.
 	FramesSent, FramesReceived uint64
 	BytesSent, BytesReceived   uint64
@@ -56,6 +64,8 @@ type counters struct {
 	relayNoRoute, relayLoop, relayRefused, relayFailed      atomic.Uint64
 	sendErrors, handlerDrops, inboxFull, unhandledMessages  atomic.Uint64
 	unknownCommand, unanswered, replyDropped                atomic.Uint64
+	syncFramesSent, syncFramesReceived, syncServed          atomic.Uint64
+	syncServeFailed, syncLost, syncStale, syncOverflow      atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -71,7 +81,10 @@ func (c *Cluster) Stats() Stats {
 		SendErrors: c.stats.sendErrors.Load(), HandlerDrops: c.stats.handlerDrops.Load(),
 		InboxFull: c.stats.inboxFull.Load(), Unhandled: c.stats.unhandledMessages.Load(),
 		UnknownCommand: c.stats.unknownCommand.Load(), Unanswered: c.stats.unanswered.Load(),
-		ReplyDropped: c.stats.replyDropped.Load(),
+		ReplyDropped:   c.stats.replyDropped.Load(),
+		SyncFramesSent: c.stats.syncFramesSent.Load(), SyncFramesReceived: c.stats.syncFramesReceived.Load(),
+		SyncServed: c.stats.syncServed.Load(), SyncServeFailed: c.stats.syncServeFailed.Load(),
+		SyncLost: c.stats.syncLost.Load(), SyncStale: c.stats.syncStale.Load(), SyncOverflow: c.stats.syncOverflow.Load(),
 	}
 	if cs := c.coreStats.Load(); cs != nil {
 		s.Malformed += cs.Malformed
@@ -82,6 +95,7 @@ func (c *Cluster) Stats() Stats {
 		s.Disabled += cs.Disabled
 		s.StaleUpdates = cs.StaleSeq
 		s.TooManyNodes = cs.TooManyNodes
+		s.SyncReqDropped = cs.SyncReqDropped
 	}
 	c.mu.Lock()
 	peers := c.peers

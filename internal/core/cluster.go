@@ -65,8 +65,10 @@ type cluster struct {
 	nodes map[int32]*node
 	list  []*node // most recently added first, as OpenSIPS orders its node list
 
-	lsSeq, topSeq, capSeq int32 // own counters; the first value sent is 0
-	caps                  []wire.CapState
+	lsSeq, topSeq, capSeq int32           // own counters; the first value sent is 0
+	caps                  []wire.CapState // local capabilities as announced
+	lcaps                 []*localCap     // registered local capabilities (sync.go)
+	selfSeed              bool
 
 	table     *route.Table
 	topoDirty bool
@@ -89,7 +91,8 @@ func newCluster(m *Machine, cc ClusterConfig) *cluster {
 		enabled: true,
 		nodes:   map[int32]*node{},
 		lsSeq:   -1, topSeq: -1, capSeq: -1,
-		caps: slices.Clone(cc.Capabilities),
+		caps:     slices.Clone(cc.Capabilities),
+		selfSeed: cc.Self.Seed,
 	}
 	for _, ni := range cc.Nodes {
 		c.addNode(ni.ID, wire.Description{URL: ni.URL, SIPAddr: ni.SIPAddr,

@@ -43,7 +43,11 @@ type Config struct {
 	// By default (false) the machine floods less; see flood and
 	// announceLink. The messages are the same either way.
 	OpenSIPSFlooding bool
-	Clusters         []ClusterConfig
+	// SyncTimeout abandons a sync that receives nothing for this long;
+	// SeedFallback is how long a seed waits for a donor. Zero: OpenSIPS's
+	// defaults.
+	SyncTimeout, SeedFallback time.Duration
+	Clusters                  []ClusterConfig
 }
 
 // ClusterConfig is one cluster the local node belongs to.
@@ -83,6 +87,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.NodeTimeout <= 0 {
 		out.NodeTimeout = DefaultNodeTimeout
+	}
+	if out.SyncTimeout <= 0 {
+		out.SyncTimeout = DefaultSyncTimeout
+	}
+	if out.SeedFallback <= 0 {
+		out.SeedFallback = DefaultSeedFallback
 	}
 	return out
 }

@@ -105,6 +105,20 @@ const (
 	// LocalDisabled: the local node was disabled in the cluster by a
 	// REMOVE_NODE naming it.
 	LocalDisabled
+	// SyncServe: Node asked for the data of capability CapName; the
+	// runtime streams it (SYNC packets, then SYNC_END).
+	SyncServe
+	// SyncStart: a sync of CapName from donor Node began (request sent,
+	// or data arrived unasked).
+	SyncStart
+	// SyncAbort: the session from Node was given up (Err says why); the
+	// runtime replays what it buffered. Another request follows when a
+	// donor qualifies.
+	SyncAbort
+	// SyncFailed: the runtime reported a failed session (Err).
+	SyncFailed
+	// SyncDone: CapName is synced, from donor Node (0: a seed fell back).
+	SyncDone
 )
 
 func (k EventKind) String() string {
@@ -127,6 +141,16 @@ func (k EventKind) String() string {
 		return "capability-changed"
 	case LocalDisabled:
 		return "local-disabled"
+	case SyncServe:
+		return "sync-serve"
+	case SyncStart:
+		return "sync-start"
+	case SyncAbort:
+		return "sync-abort"
+	case SyncFailed:
+		return "sync-failed"
+	case SyncDone:
+		return "sync-done"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -138,6 +162,8 @@ type Event struct {
 	Node    int32
 	Msg     wire.Message   // for Message
 	Cap     *wire.CapState // for CapabilityChanged
+	CapName string         // for the Sync events
+	Err     error          // for SyncAbort and SyncFailed
 }
 
 // Machine is the protocol state of the local node.
@@ -146,6 +172,8 @@ type Machine struct {
 	clusters map[int32]*cluster
 	order    []int32 // cluster ids, ascending, for deterministic iteration
 	started  bool
+	// startedAt is when Start ran; a seed's fallback counts from it.
+	startedAt time.Time
 
 	sends  []Send
 	events []Event
@@ -171,6 +199,7 @@ type Stats struct {
 	UpCoalesced    uint64 // links UP announced by the next refresh, not an LS_UPDATE of their own
 	TopSuppressed  uint64 // FULL_TOP_UPDATEs not flooded on: nothing new in them
 	UnknownCapNode uint64 // CAP_UPDATEs naming unknown nodes
+	SyncReqDropped uint64 // SYNC_REQs for capabilities absent or disabled here
 }
 
 // New validates cfg and builds a machine; nothing is sent before Start.
@@ -201,7 +230,7 @@ func (m *Machine) Start(now time.Time) {
 	if m.started {
 		return
 	}
-	m.started = true
+	m.started, m.startedAt = true, now
 	m.Tick(now)
 }
 
@@ -352,8 +381,12 @@ func (m *Machine) recvExtra(now time.Time, src Source, t bin.Trailer, msg wire.M
 	}
 	n.lastRecv = now
 	c.revive(n)
-	if rm, ok := msg.(*wire.RemoveNode); ok {
-		c.handleRemoveNode(now, n, rm)
+	switch msg := msg.(type) {
+	case *wire.RemoveNode:
+		c.handleRemoveNode(now, n, msg)
+		return
+	case *wire.SyncReq:
+		c.handleSyncReq(n, msg)
 		return
 	}
 	m.events = append(m.events, Event{Kind: Message, Cluster: c.id, Node: n.id, Msg: msg})
@@ -402,6 +435,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	for _, id := range m.order {
 		m.clusters[id].tick(now)
+		m.clusters[id].syncTick(now)
 	}
 	m.finishStep(now)
 }
@@ -414,8 +448,11 @@ func (m *Machine) Deadline() time.Time {
 	}
 	var d time.Time
 	for _, id := range m.order {
-		if t := m.clusters[id].deadline(); !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
+		c := m.clusters[id]
+		for _, t := range [2]time.Time{c.deadline(), c.syncDeadline()} {
+			if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+				d = t
+			}
 		}
 	}
 	return d
@@ -432,6 +469,9 @@ func (m *Machine) finishStep(now time.Time) {
 		if c := m.clusters[id]; c.topoDirty {
 			c.recompute()
 		}
+	}
+	for _, id := range m.order {
+		m.clusters[id].syncStep(now)
 	}
 	m.version++
 	m.view = nil

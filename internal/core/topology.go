@@ -384,31 +384,16 @@ func (c *cluster) sendCapUpdateFull(now time.Time, to *node, requireReply bool) 
 		Timestamp: c.now32(now), Nodes: blocks, RequireReply: requireReply, Path: []int32{c.me()}})
 }
 
-// SetCapability sets the local state of a capability and floods the
-// change as a single-block CAP_UPDATE.
+// SetCapability sets the announced state of a local capability that is
+// not registered with AddCapability (the simulator's and the interop
+// tests' fixed capabilities) and floods a change as a single-block
+// CAP_UPDATE.
 func (m *Machine) SetCapability(now time.Time, clusterID int32, name string, synced bool) error {
 	c, err := m.cluster(clusterID)
 	if err != nil {
 		return err
 	}
-	cs := wire.CapState{Name: name, Synced: synced}
-	i := slices.IndexFunc(c.caps, func(s wire.CapState) bool { return s.Name == name })
-	switch {
-	case i < 0:
-		c.caps = append(c.caps, cs)
-	case c.caps[i].Synced == synced:
-		return nil
-	default:
-		c.caps[i] = cs
-	}
-	if up := c.upNeighbors(); len(up) > 0 {
-		c.capSeq++
-		msg := &wire.CapUpdate{Origin: wire.Origin{Cluster: c.id, Src: c.me()}, Seq: c.capSeq,
-			Timestamp: c.now32(now), Nodes: []wire.CapNode{{Node: c.me(), Caps: []wire.CapState{cs}}}, Path: []int32{c.me()}}
-		for _, id := range up {
-			c.send(c.nodes[id], msg)
-		}
-	}
+	c.announceCap(now, name, synced)
 	m.finishStep(now)
 	return nil
 }

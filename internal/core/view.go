@@ -37,7 +37,9 @@ type ClusterView struct {
 	Routes  *route.Table
 	// IPs are the addresses a packet of this cluster may come from.
 	IPs          []netip.Addr
-	Capabilities []wire.CapState // local ones
+	Capabilities []wire.CapState // local ones, as announced
+	// LocalCaps are the registered local capabilities and their sync state.
+	LocalCaps []CapView
 }
 
 // Node returns the node with the given id, or nil.
@@ -89,7 +91,7 @@ func (m *Machine) View() *View {
 	for _, id := range m.order {
 		c := m.clusters[id]
 		cv := &ClusterView{ID: c.id, Enabled: c.enabled, Self: c.self, Routes: c.table,
-			Capabilities: slices.Clone(c.caps)}
+			Capabilities: slices.Clone(c.caps), LocalCaps: c.capViews()}
 		ips := []netip.Addr{c.selfURL.Addr.Addr().Unmap()}
 		for _, n := range c.list {
 			ips = append(ips, n.url.Addr.Addr().Unmap())
