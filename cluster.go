@@ -72,6 +72,8 @@ type Cluster struct {
 	done      []cmdResult // command results to deliver after the next flush (loop only)
 	stats     counters
 	coreStats atomic.Pointer[core.Stats] // the machine's, copied by the loop
+
+	meta atomic.Pointer[nodeMeta] // descriptions and row ids of provisioned nodes (provision.go)
 }
 
 const (
@@ -142,6 +144,7 @@ func New(cfg Config) (*Cluster, error) {
 		caps: map[capKey]*capability{}, subs: map[*subscriber]struct{}{},
 	}
 	c.msgs = newMessaging(c)
+	c.meta.Store(newNodeMeta(cfg.Clusters))
 	c.closeDone = make(chan struct{})
 	c.view.Store(m.View())
 	c.syncAddrs(m.View())
