@@ -20,7 +20,7 @@
 //	url              string, not null       bin:IP:PORT or bins:IP:PORT
 //	state            integer, default 1     1 enabled, 0 disabled
 //	no_ping_retries  integer, default 3     >= 0
-//	priority         integer, default 50    routing tie-break, lower first
+//	priority         integer, default 50    routing tie-break, lower first; not 0 (read as "default")
 //	sip_addr         string, null
 //	flags            string, null           "seed" or empty
 //	description      string, null

@@ -55,30 +55,35 @@ type table struct {
 // eachBackend runs fn against every backend, each with a new table.
 func eachBackend(t *testing.T, fn func(t *testing.T, tb *table)) {
 	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			if b.dsn == "" {
-				msg := fmt.Sprintf("%s is not set: no %s server to test against (.ci/run starts one; see .ci/dbservers)", b.envVar, b.name)
-				if os.Getenv("CI") != "" {
-					t.Fatal(msg) // CI must test every backend
-				}
-				t.Skip(msg)
-			}
-			db, err := sql.Open(b.driver, b.dsn)
-			require.NoError(t, err)
-			t.Cleanup(func() { db.Close() })
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			require.NoError(t, db.PingContext(ctx), "%s at %s", b.name, b.dsn)
-			name := fmt.Sprintf("clusterer_t%d", rand.Uint32())
-			tb := &table{t: t, db: db, opts: dbprov.Options{Table: name, VersionTable: name + "_version"}}
-			require.NoError(t, dbprov.CreateTable(ctx, db, b.dialect, tb.opts))
-			t.Cleanup(func() {
-				tb.exec("DROP TABLE %s", name)
-				tb.exec("DROP TABLE %s_version", name)
-			})
-			fn(t, tb)
-		})
+		eachBackendOne(t, b, fn)
 	}
+}
+
+// eachBackendOne runs fn as a subtest against backend b with a new table.
+func eachBackendOne(t *testing.T, b backend, fn func(t *testing.T, tb *table)) {
+	t.Run(b.name, func(t *testing.T) {
+		if b.dsn == "" {
+			msg := fmt.Sprintf("%s is not set: no %s server to test against (.ci/run starts one; see .ci/dbservers)", b.envVar, b.name)
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg) // CI must test every backend
+			}
+			t.Skip(msg)
+		}
+		db, err := sql.Open(b.driver, b.dsn)
+		require.NoError(t, err)
+		t.Cleanup(func() { db.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, db.PingContext(ctx), "%s at %s", b.name, b.dsn)
+		name := fmt.Sprintf("clusterer_t%d", rand.Uint32())
+		tb := &table{t: t, db: db, opts: dbprov.Options{Table: name, VersionTable: name + "_version"}}
+		require.NoError(t, dbprov.CreateTable(ctx, db, b.dialect, tb.opts))
+		t.Cleanup(func() {
+			tb.exec("DROP TABLE %s", name)
+			tb.exec("DROP TABLE %s_version", name)
+		})
+		fn(t, tb)
+	})
 }
 
 func (tb *table) exec(format string, args ...any) {
@@ -362,4 +367,45 @@ func TestReloadRunningNodes(t *testing.T) {
 		require.False(t, ok)
 		require.Equal(t, []int{3}, reachable(1))
 	})
+}
+
+// EnsureNode bootstraps a table from OpenSIPS-style node descriptions,
+// once.
+func TestEnsureNode(t *testing.T) {
+	for _, b := range backends(t) {
+		eachBackendOne(t, b, func(t *testing.T, tb *table) {
+			ctx := context.Background()
+			for _, s := range []string{
+				"cluster_id=1, node_id=1, url=bin:127.0.0.1:5566, description=Node A",
+				"cluster_id=1, node_id=2, url=bin:127.0.0.2:5566, sip_addr=127.0.0.2:5060, flags=seed, priority=7, no_ping_retries=0",
+				"cluster_id=1, node_id=3, url=bin:127.0.0.3, state=0",
+			} {
+				n, err := clusterer.ParseNodeInfo(s)
+				require.NoError(t, err)
+				added, err := dbprov.EnsureNode(ctx, tb.db, b.dialect, tb.opts, n)
+				require.NoError(t, err)
+				require.True(t, added, s)
+				added, err = dbprov.EnsureNode(ctx, tb.db, b.dialect, tb.opts, n)
+				require.NoError(t, err)
+				require.False(t, added, "already there: %s", s)
+			}
+			cc, err := tb.provisioner(1).Clusters(ctx)
+			require.NoError(t, err)
+			require.Len(t, cc, 1)
+			require.Equal(t, "Node A", cc[0].Self.Description)
+			require.Equal(t, 50, cc[0].Self.Priority)
+			nodes := cc[0].Nodes
+			for i := range nodes {
+				require.Positive(t, nodes[i].DBID)
+				nodes[i].DBID = 0
+			}
+			require.Equal(t, []clusterer.NodeInfo{
+				{ClusterID: 1, ID: 2, URL: "bin:127.0.0.2:5566", SIPAddr: "127.0.0.2:5060", Seed: true, Priority: 7, PingRetries: clusterer.NoRetries},
+				{ClusterID: 1, ID: 3, URL: "bin:127.0.0.3", Priority: 50, PingRetries: 3, Disabled: true},
+			}, nodes)
+
+			_, err = dbprov.EnsureNode(ctx, tb.db, b.dialect, tb.opts, clusterer.NodeInfo{ClusterID: 1, ID: 4, URL: "bin:host"})
+			require.ErrorIs(t, err, dbprov.ErrRow)
+		})
+	}
 }

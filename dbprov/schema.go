@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/clusterer-go/clusterer"
 )
 
 // Dialect is a database's SQL flavour, for CreateTable.
@@ -113,4 +115,76 @@ func CreateTable(ctx context.Context, db *sql.DB, d Dialect, opts Options) error
 		return fmt.Errorf("%w: recording the table version: %w", ErrQuery, err)
 	}
 	return nil
+}
+
+// placeholders returns the dialect's n parameter markers.
+func (d Dialect) placeholders(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		if d == PostgreSQL {
+			out[i] = fmt.Sprintf("$%d", i+1)
+		} else {
+			out[i] = "?"
+		}
+	}
+	return out
+}
+
+// EnsureNode adds a row for n unless the table has one for its cluster
+// and node already, and reports whether it added it; for bootstrapping a
+// table from OpenSIPS-style node descriptions (clusterer.ParseNodeInfo).
+// Zero Priority and PingRetries leave the table's defaults (50 and 3);
+// NoRetries writes 0. The row's id comes from the database.
+func EnsureNode(ctx context.Context, db *sql.DB, d Dialect, opts Options, n clusterer.NodeInfo) (bool, error) {
+	o, err := opts.resolved()
+	if err != nil {
+		return false, err
+	}
+	if d != SQLite && d != PostgreSQL && d != MySQL {
+		return false, fmt.Errorf("%w: dialect %v", ErrOptions, d)
+	}
+	c := o.Columns
+	r := Row{ClusterID: int64(n.ClusterID), NodeID: int64(n.ID), URL: n.URL, State: 1, NoPingRetries: 3,
+		Priority: int64(n.Priority), SIPAddr: n.SIPAddr, Description: n.Description}
+	if n.Disabled {
+		r.State = 0
+	}
+	switch {
+	case n.PingRetries == clusterer.NoRetries:
+		r.NoPingRetries = 0
+	case n.PingRetries != 0:
+		r.NoPingRetries = int64(n.PingRetries)
+	}
+	if n.Seed {
+		r.Flags = "seed"
+	}
+	if r.Priority == 0 {
+		r.Priority = 50
+	}
+	if err := (&Provisioner{opts: o}).check(r); err != nil {
+		return false, err
+	}
+	ph := d.placeholders(9)
+	var count int
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE %s = %s AND %s = %s", o.Table, c.ClusterID, ph[0], c.NodeID, ph[1])
+	if err := db.QueryRowContext(ctx, q, r.ClusterID, r.NodeID).Scan(&count); err != nil {
+		return false, fmt.Errorf("%w: table %s: %w", ErrQuery, o.Table, err)
+	}
+	if count > 0 {
+		return false, nil
+	}
+	null := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	q = fmt.Sprintf("INSERT INTO %s (%s, %s, %s, %s, %s, %s, %s, %s, %s) VALUES (%s)", o.Table,
+		c.ClusterID, c.NodeID, c.URL, c.State, c.NoPingRetries, c.Priority, c.SIPAddr, c.Flags, c.Description,
+		strings.Join(ph, ", "))
+	if _, err := db.ExecContext(ctx, q, r.ClusterID, r.NodeID, r.URL, r.State, r.NoPingRetries, r.Priority,
+		null(r.SIPAddr), null(r.Flags), null(r.Description)); err != nil {
+		return false, fmt.Errorf("%w: adding node %d to cluster %d: %w", ErrQuery, n.ID, n.ClusterID, err)
+	}
+	return true, nil
 }

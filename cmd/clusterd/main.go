@@ -5,8 +5,17 @@
 //
 //	clusterd -node-id 1 -db /var/lib/clusterd/clusterer.db -admin-token-file /etc/clusterd/token
 //
+// A new node's table can be bootstrapped from the command line:
+//
+//	clusterd -node-id 1 -db clusterer.db -db-init \
+//		-db-add-node "cluster_id=1, node_id=1, url=bin:10.0.0.1:5555" \
+//		-db-add-node "cluster_id=1, node_id=2, url=bin:10.0.0.2:5555"
+//
+// (-db-add-node adds a row only if the table has none for that node).
+//
 // Every flag may also come from a JSON file given with -config, whose keys
-// are the flag names ({"node-id": 1, "db": "clusterer.db"}); flags on the
+// are the flag names ({"node-id": 1, "db": "clusterer.db", "db-add-node":
+// ["cluster_id=1, node_id=1, url=bin:10.0.0.1:5555"]}); flags on the
 // command line win. SIGHUP re-reads the table (as clusterctl reload does);
 // SIGINT and SIGTERM stop the node cleanly.
 package main
@@ -71,6 +80,7 @@ type config struct {
 	nodeTimeout                time.Duration
 	logLevel                   string
 	routeOpenSIPS, noRerouting bool
+	addNodes                   []clusterer.NodeInfo
 }
 
 func parseConfig(args []string, getenv func(string) string) (*config, error) {
@@ -85,6 +95,14 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&c.versionTable, "db-version-table", "version", "the table holding table versions")
 	fs.BoolVar(&c.skipVersion, "db-skip-version-check", false, "do not check the table version")
 	fs.BoolVar(&c.initDB, "db-init", false, "create the tables if they do not exist")
+	fs.Func("db-add-node", "add a row unless the table has the node, in OpenSIPS's syntax\n"+
+		"(\"cluster_id=1, node_id=2, url=bin:IP:PORT, ...\"); repeatable", func(s string) error {
+		n, err := clusterer.ParseNodeInfo(s)
+		if err == nil {
+			c.addNodes = append(c.addNodes, n)
+		}
+		return err
+	})
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:8080", "address of the admin API and metrics (empty: none)")
 	fs.StringVar(&c.token, "admin-token", getenv("CLUSTERD_ADMIN_TOKEN"), "bearer token for mutating admin commands (or $CLUSTERD_ADMIN_TOKEN)")
 	fs.StringVar(&c.tokenFile, "admin-token-file", "", "file holding the admin token")
@@ -137,6 +155,14 @@ func applyFile(fs *flag.FlagSet, path string) error {
 			return fmt.Errorf("config %s: unknown key %q (keys are flag names)", path, k)
 		}
 		if given[k] {
+			continue
+		}
+		if list, ok := v.([]any); ok { // a repeatable flag
+			for _, x := range list {
+				if err := fs.Set(k, fmt.Sprint(x)); err != nil {
+					return fmt.Errorf("config %s: %s: %w", path, k, err)
+				}
+			}
 			continue
 		}
 		s := fmt.Sprint(v)
@@ -196,6 +222,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if cfg.initDB {
 		if err := dbprov.CreateTable(ctx, db, dialect, opts); err != nil {
 			return err
+		}
+	}
+	for _, n := range cfg.addNodes {
+		if _, err := dbprov.EnsureNode(ctx, db, dialect, opts, n); err != nil {
+			return fmt.Errorf("-db-add-node %s: %w", n, err)
 		}
 	}
 	prov, err := dbprov.New(db, cfg.nodeID, opts)

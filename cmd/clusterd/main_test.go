@@ -223,6 +223,30 @@ func TestStartupErrors(t *testing.T) {
 	}
 }
 
+// -db-init and -db-add-node bootstrap a database from nothing, once.
+func TestBootstrapDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new.db")
+	port := freePort(t, "127.0.0.1")
+	cfgFile := filepath.Join(t.TempDir(), "c.json")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(`{"node-id": 1, "db": %q, "db-init": true, "admin-addr": "127.0.0.1:0",
+		"db-add-node": ["cluster_id=1, node_id=1, url=bin:127.0.0.1:%d", "cluster_id=1, node_id=2, url=bin:127.0.0.2:5555, description=B"]}`, path, port)), 0o600))
+	for range 2 { // the second start finds the rows there
+		d := start(t, "-config", cfgFile)
+		l, err := (&admin.Client{BaseURL: d.admin}).List(context.Background())
+		require.NoError(t, err)
+		require.Len(t, l.Clusters[0].Nodes, 1)
+		require.Equal(t, "B", l.Clusters[0].Nodes[0].Description)
+		d.stop(t)
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"-config", cfgFile, "-db-add-node", "cluster_id=1, node_id=3, url=bin:nowhere"},
+		&out, &errOut, func(string) string { return "" }, nil)
+	require.ErrorIs(t, err, dbprov.ErrRow)
+	require.Contains(t, err.Error(), "-db-add-node cluster_id=1, node_id=3")
+	err = run(context.Background(), []string{"-node-id", "1", "-db-add-node", "node_id=3"}, &out, &errOut, func(string) string { return "" }, nil)
+	require.ErrorIs(t, err, errUsage)
+}
+
 // -db-init creates the tables of an empty database; the node then needs
 // its row.
 func TestInitEmptyDatabase(t *testing.T) {
