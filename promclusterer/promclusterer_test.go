@@ -28,7 +28,7 @@ func startNode(t *testing.T, nw *clustertest.Network, id int, neighbors ...int) 
 		cc.Nodes = append(cc.Nodes, clusterer.NodeInfo{ClusterID: 1, ID: n, URL: "bin:127.0.0." + string(rune('0'+n)) + ":5555"})
 	}
 	c, err := clusterer.New(clusterer.Config{NodeID: id, Clusters: []clusterer.ClusterConfig{cc}, Transport: nw,
-		PingInterval: 100 * time.Millisecond, PingTimeout: 50 * time.Millisecond, NodeTimeout: 200 * time.Millisecond})
+		PingInterval: 100 * time.Millisecond, PingTimeout: 50 * time.Millisecond, NodeTimeout: time.Hour}) // a DOWN node stays DOWN until it speaks
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(func() { c.Close() })
