@@ -16,7 +16,8 @@
 //     (clusterer_list, clusterer_list_topology, clusterer_set_status,
 //     cluster_send_mi, cluster_broadcast_mi, clusterer_remove_node,
 //     clusterer_reload) and named or positional params, as OpenSIPS's
-//     mi_http module takes them; opensips-cli style clients work.
+//     mi_http module takes them (positional params leave out optional
+//     ones first: clusterer_set_status [1, 0] is cluster_id 1, status 0).
 //
 // GET / lists the commands and their parameters.
 //
@@ -368,8 +369,21 @@ func rpcParams(cmd Command, raw json.RawMessage) (Params, *Error) {
 		if len(list) > len(cmd.Params) {
 			return nil, errorf(http.StatusBadRequest, "%s takes at most %d params, got %d", cmd.MI, len(cmd.Params), len(list))
 		}
-		for i, v := range list {
-			p[strings.TrimSuffix(cmd.Params[i], "?")] = v
+		// Fewer values than parameters: the optional ones are left out,
+		// first ones first (clusterer_set_status 1 0 is cluster_id,
+		// status, as in OpenSIPS's manual).
+		skip := len(cmd.Params) - len(list)
+		i := 0
+		for _, name := range cmd.Params {
+			if i == len(list) {
+				break
+			}
+			if strings.HasSuffix(name, "?") && skip > 0 {
+				skip--
+				continue
+			}
+			p[strings.TrimSuffix(name, "?")] = list[i]
+			i++
 		}
 		return p, nil
 	}

@@ -201,6 +201,13 @@ func TestSetStatusAndRemoveNode(t *testing.T) {
 	require.JSONEq(t, `{"jsonrpc":"2.0","result":"OK","id":1}`, body)
 	n3, _ := f.nodes[1].Node(1, 3)
 	require.True(t, n3.Disabled)
+	// The manual's form: cluster_id and status only, for the local node.
+	code, body = f.do(t, "POST", "/", "Bearer "+token, `{"jsonrpc":"2.0","method":"clusterer_set_status","params":[1,0],"id":2}`)
+	require.Equal(t, 200, code, body)
+	require.False(t, f.nodes[1].Memberships()[0].Enabled)
+	code, body = f.do(t, "POST", "/", "Bearer "+token, `{"jsonrpc":"2.0","method":"clusterer_set_status","params":{"cluster_id":1,"status":1},"id":3}`)
+	require.Equal(t, 200, code, body)
+	require.True(t, f.nodes[1].Memberships()[0].Enabled)
 
 	require.NoError(t, f.client.RemoveNode(ctx, 1, 2))
 	_, ok := f.nodes[1].Node(1, 2)
