@@ -76,6 +76,8 @@ type Cluster struct {
 	done      []cmdResult // command results to deliver after the next flush (loop only)
 	stats     counters
 	coreStats atomic.Pointer[core.Stats] // the machine's, copied by the loop
+
+	meta atomic.Pointer[nodeMeta] // descriptions and row ids of provisioned nodes (provision.go)
 }
 
 const (
@@ -148,6 +150,7 @@ func New(cfg Config) (*Cluster, error) {
 	c.msgs = newMessaging(c)
 	c.donors.init()
 	c.syncPacketMax = cmp.Or(cfg.SyncPacketMaxSize, DefaultSyncPacketMaxSize)
+	c.meta.Store(newNodeMeta(cfg.Clusters))
 	c.closeDone = make(chan struct{})
 	c.view.Store(m.View())
 	c.syncAddrs(m.View())

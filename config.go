@@ -108,7 +108,8 @@ type ClusterConfig struct {
 	// ID is the cluster id, >= 1.
 	ID int
 	// Self describes the local node (OpenSIPS my_node_info); its
-	// ClusterID and ID are ignored.
+	// ClusterID and ID are ignored. Self.Disabled starts the local node
+	// disabled in the cluster, as its own row's state=0 does in OpenSIPS.
 	Self NodeInfo
 	// Nodes are the provisioned other nodes (neighbor_node_info, or the
 	// database's rows).

@@ -29,6 +29,12 @@ type NodeInfo struct {
 	Seed bool
 	// Disabled starts the node disabled (OpenSIPS state=0).
 	Disabled bool
+	// Description is free text about the node (OpenSIPS description),
+	// shown by admin tools; it never goes on the wire.
+	Description string
+	// DBID is the node's row id in a clusterer table (OpenSIPS db_id); 0
+	// for a node not provisioned from a database.
+	DBID int
 }
 
 // NoRetries as NodeInfo.PingRetries means a single failed probe declares
@@ -93,6 +99,7 @@ func ParseNodeInfo(s string) (NodeInfo, error) {
 			st, err = num()
 			n.Disabled = err == nil && st == 0
 		case "description":
+			n.Description = v
 		default:
 			return n, fmt.Errorf("%w: node info %q: unknown field %q", ErrConfig, s, k)
 		}
@@ -126,6 +133,9 @@ func (n NodeInfo) String() string {
 		b.WriteString(", no_ping_retries=0")
 	case n.PingRetries != 0:
 		fmt.Fprintf(&b, ", no_ping_retries=%d", n.PingRetries)
+	}
+	if n.Description != "" {
+		fmt.Fprintf(&b, ", description=%s", n.Description)
 	}
 	return b.String()
 }

@@ -3,6 +3,7 @@ package clusterer
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/clusterer-go/clusterer/internal/core"
 )
@@ -41,6 +42,10 @@ type NodeStatus struct {
 	// Neighbors are the node's UP links as known locally (the local node
 	// excluded).
 	Neighbors []int
+	// RTT is the round trip of the last keep-alive or probe answered (0
+	// before any); probes are sent only when the link is idle, so under
+	// traffic it is the last one measured.
+	RTT time.Duration
 }
 
 // Nodes lists the nodes of a cluster, by id. It returns nil for an
@@ -52,7 +57,7 @@ func (c *Cluster) Nodes(cluster int) []NodeStatus {
 	}
 	out := make([]NodeStatus, 0, len(cv.Nodes))
 	for i := range cv.Nodes {
-		out = append(out, nodeStatus(cv.ID, &cv.Nodes[i]))
+		out = append(out, c.describe(nodeStatus(cv.ID, &cv.Nodes[i])))
 	}
 	return out
 }
@@ -64,14 +69,14 @@ func (c *Cluster) Node(cluster, node int) (NodeStatus, bool) {
 	if n == nil {
 		return NodeStatus{}, false
 	}
-	return nodeStatus(cv.ID, n), true
+	return c.describe(nodeStatus(cv.ID, n)), true
 }
 
 func nodeStatus(cluster int32, n *core.NodeView) NodeStatus {
 	s := NodeStatus{
 		NodeInfo: NodeInfo{ClusterID: int(cluster), ID: int(n.ID), URL: n.URL, SIPAddr: n.SIPAddr,
 			Priority: int(n.Priority), PingRetries: int(n.PingRetries), Seed: n.Seed, Disabled: !n.Enabled},
-		Reachable: n.Reachable, Hops: n.Hops,
+		Reachable: n.Reachable, Hops: n.Hops, RTT: n.RTT,
 	}
 	if n.PingRetries == 0 {
 		s.PingRetries = NoRetries

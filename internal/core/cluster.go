@@ -36,6 +36,8 @@ type node struct {
 	lastSent  time.Time // data-plane and routed traffic sent to it
 	pongNodes []int32   // node list of its last PONG: what it already knows
 
+	rtt time.Duration // of the last probe answered in time (see notePong)
+
 	// What the node told us, per update kind: last accepted (seq, ts).
 	ls, top, capSt seqState
 
@@ -88,7 +90,7 @@ func newCluster(m *Machine, cc ClusterConfig) *cluster {
 		selfURL: u,
 		self: wire.Description{URL: u.String(), SIPAddr: cc.Self.SIPAddr,
 			Priority: defaultInt(cc.Self.Priority, DefaultPriority), PingRetries: defaultInt(cc.Self.PingRetries, DefaultPingRetries)},
-		enabled: true,
+		enabled: !cc.Self.Disabled, // a disabled own row (state=0) starts the node disabled
 		nodes:   map[int32]*node{},
 		lsSeq:   -1, topSeq: -1, capSeq: -1,
 		caps:     slices.Clone(cc.Capabilities),

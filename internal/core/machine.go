@@ -341,7 +341,7 @@ func (m *Machine) recvInternal(now time.Time, src Source, o wire.Origin, msg wir
 		return
 	}
 	if _, isPong := msg.(*wire.Pong); isPong {
-		n.lastPong = now
+		n.notePong(now)
 	} else {
 		n.lastRecv = now
 	}

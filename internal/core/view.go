@@ -3,6 +3,7 @@ package core
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/clusterer-go/clusterer/internal/route"
 	"github.com/clusterer-go/clusterer/internal/wire"
@@ -79,6 +80,9 @@ type NodeView struct {
 	Hops         int
 	Neighbors    []int32 // its UP neighbours as known here
 	Capabilities []wire.CapState
+	// RTT is the round trip of the last probe answered within the ping
+	// timeout; 0 before any.
+	RTT time.Duration
 }
 
 // View returns the current snapshot; the same pointer until something
@@ -99,7 +103,7 @@ func (m *Machine) View() *View {
 				ID: n.id, URL: n.desc.URL, Addr: n.addr, SIPAddr: n.desc.SIPAddr, Priority: n.desc.Priority,
 				PingRetries: n.desc.PingRetries, Seed: n.seed, Enabled: n.enabled, State: n.state,
 				Reachable: n.reachable, NextHop: n.hop, Hops: n.hops,
-				Neighbors: slices.Clone(n.adj), Capabilities: slices.Clone(n.caps),
+				Neighbors: slices.Clone(n.adj), Capabilities: slices.Clone(n.caps), RTT: n.rtt,
 			})
 		}
 		slices.SortFunc(cv.Nodes, func(a, b NodeView) int { return int(a.ID) - int(b.ID) })
