@@ -259,6 +259,7 @@ func (c *cluster) recompute() {
 			c.m.events = append(c.m.events, Event{Kind: NodeUp, Cluster: c.id, Node: n.id})
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
+			c.forgetCapStates(n)
 		}
 	}
 }

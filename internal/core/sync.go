@@ -340,6 +340,20 @@ func (c *cluster) donorFor(lc *localCap) *node {
 	return nil
 }
 
+// forgetCapStates marks an unreachable node's capabilities not synced: it
+// may come back restarted and empty, and must not be asked for a sync on
+// the strength of what it said before. Its CAP_UPDATE at the next link-up
+// (flooded to every node) says again what it holds.
+func (c *cluster) forgetCapStates(n *node) {
+	for i := range n.caps {
+		if n.caps[i].Synced {
+			n.caps[i].Synced = false
+			cp := n.caps[i]
+			c.m.events = append(c.m.events, Event{Kind: CapabilityChanged, Cluster: c.id, Node: n.id, Cap: &cp})
+		}
+	}
+}
+
 func (n *node) capSynced(name string) bool {
 	i := slices.IndexFunc(n.caps, func(s wire.CapState) bool { return s.Name == name })
 	return i >= 0 && n.caps[i].Synced

@@ -274,3 +274,25 @@ func TestCapabilityDisableAnnouncesStateZero(t *testing.T) {
 	s.Run(time.Second)
 	require.True(t, remoteSynced(s.Node(3), 1))
 }
+
+// A node that goes away is no donor until it says again what it holds: it
+// may come back restarted and empty.
+func TestCapStatesOfUnreachableNodesAreForgotten(t *testing.T) {
+	s := newSim(t, 0, fullMesh(3, false)...)
+	for id := int32(1); id <= 3; id++ {
+		addCap(t, s.Node(id), false, core.DonorAny)
+	}
+	s.StartAll()
+	s.Run(3 * time.Second)
+	require.True(t, remoteSynced(s.Node(3), 2))
+	s.Kill(2)
+	require.True(t, s.RunUntil(10*time.Second, func() bool { return !remoteSynced(s.Node(3), 2) }))
+	// Back, restarted empty: its CAP_UPDATE says not synced, so node 1,
+	// asking for a sync, picks node 3.
+	require.NoError(t, s.Restart(2))
+	addCap(t, s.Node(2), true, core.DonorAny)
+	require.NoError(t, s.Node(1).M.RequestSync(s.Now(), cl, capName))
+	s.flush(s.Node(1))
+	require.True(t, s.RunUntil(10*time.Second, func() bool { return len(eventsOf(s.Node(1), core.SyncStart)) > 0 }))
+	require.Equal(t, int32(3), eventsOf(s.Node(1), core.SyncStart)[0].Node)
+}
