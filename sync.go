@@ -259,24 +259,50 @@ func (w *SyncWriter) end() error {
 
 // sendSyncFrame queues a sync frame for dst through its current next hop,
 // waiting while the hop's queue is full: a sync is bulk data, and pacing it
-// to the network beats failing it. It gives up when dst becomes
-// unreachable, when ctx ends, or after the sync timeout without room.
+// to the network beats failing it. It gives up when ctx ends, after the
+// sync timeout without room, and when dst stays unreachable for a ping
+// timeout: a route that flaps while topology updates spread comes back
+// sooner, and the requester, which may never have seen the donor down,
+// would otherwise wait for its sync timeout to ask again.
 func (c *Cluster) sendSyncFrame(ctx context.Context, cluster, dst int32, frame []byte) error {
+	pause := func(d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrSyncAborted, ctx.Err())
+		case <-t.C:
+			return nil
+		}
+	}
 	wait := 50 * time.Microsecond
 	var waited time.Duration
+	var downSince time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, err)
 		}
 		cv := c.view.Load().Cluster(cluster)
 		n := cv.Node(dst)
-		if cv == nil || !cv.Enabled || n == nil || !n.Reachable {
+		if cv == nil || !cv.Enabled || n == nil {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
 		}
-		hop := cv.Node(n.NextHop)
+		var hop *core.NodeView
+		if n.Reachable {
+			hop = cv.Node(n.NextHop)
+		}
 		if hop == nil {
-			return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
+			if downSince.IsZero() {
+				downSince = time.Now()
+			} else if time.Since(downSince) >= c.core.PingTimeout {
+				return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
+			}
+			if err := pause(2 * time.Millisecond); err != nil {
+				return err
+			}
+			continue
 		}
+		downSince = time.Time{}
 		err := c.peers.Send(hop.Addr, frame)
 		if err == nil {
 			c.act(cluster, hop.ID).sent.Add(1)
@@ -290,12 +316,8 @@ func (c *Cluster) sendSyncFrame(ctx context.Context, cluster, dst int32, frame [
 		if waited > c.core.SyncTimeout {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, sendErr(err))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w: %w", ErrSyncAborted, ctx.Err())
-		case <-t.C:
+		if err := pause(wait); err != nil {
+			return err
 		}
 		waited += wait
 		wait = min(wait*2, 5*time.Millisecond)

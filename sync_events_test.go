@@ -1,6 +1,7 @@
 package clusterer_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clusterer-go/clusterer"
@@ -86,5 +88,46 @@ func TestSyncHoldsNodeEventsBackWithPackets(t *testing.T) {
 		}
 		require.Equal(t, []string{"sync:k00000", "sync:k00001", "sync:k00002", "pkt:from3", "node-down:3", "sync-done:1"}, log)
 		require.Contains(t, joiner.logCopy(), "node-up:1")
+	})
+}
+
+// The requester is unreachable for a moment when the donor starts (its
+// route flapped, say): the donor waits for it rather than drop the sync,
+// which the requester would wait Config.SyncTimeout to notice.
+func TestSyncDonorWaitsOutAnUnreachableMoment(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := clustertest.NewNetwork()
+		defer nw.Close()
+		donor := filled(10)
+		var flapped sync.Once
+		donor.donate = func(w *clusterer.SyncWriter) error {
+			flapped.Do(func() {
+				ctx := context.Background()
+				// On the donor's goroutine: assert, not require.
+				assert.NoError(t, donor.c.SetNodeState(ctx, cl, w.Node(), false))
+				n, _ := donor.c.Node(cl, w.Node())
+				assert.False(t, n.Reachable)
+				go func() {
+					time.Sleep(100 * time.Millisecond)
+					donor.c.SetNodeState(ctx, cl, w.Node(), true)
+				}()
+			})
+			for _, rec := range donor.snapshot() {
+				if err := w.WriteValue(rec); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		nodes := startKV(t, nw,
+			kvSpec{id: 1, store: donor},
+			kvSpec{id: 2, neighbors: []int{1}, cap: clusterer.CapabilityConfig{RequireSync: true}})
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		joiner := nodes[2]
+		require.Empty(t, joiner.kinds(clusterer.SyncFailed))
+		require.Len(t, joiner.kinds(clusterer.SyncDone), 1)
+		require.Equal(t, donor.copyData(), joiner.copyData())
+		require.Zero(t, donor.c.Stats().SyncServeFailed)
 	})
 }
