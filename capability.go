@@ -131,6 +131,9 @@ type Handler interface {
 	HandlePacket(p Packet)
 	// HandleEvent is called when a node of the capability's cluster comes
 	// up or goes down (reachability), as OpenSIPS's capability callbacks.
+	// During a full sync these events are held back with the packets and
+	// delivered after the records, in the order they happened; the sync's
+	// own events (SyncStarted, SyncDone, SyncFailed) come at once.
 	HandleEvent(e Event)
 }
 
@@ -194,8 +197,8 @@ type CapabilityConfig struct {
 	// DataVersion is sent with this node's sync data as the data version
 	// (OpenSIPS modules send their BIN version).
 	DataVersion int16
-	// SyncBuffer bounds the ordinary packets held back while a sync runs
-	// (default 65536). More make the sync fail with ErrSyncOverflow and
+	// SyncBuffer bounds the ordinary packets (and node events) held back
+	// while a sync runs (default 65536). More make the sync fail with ErrSyncOverflow and
 	// start again, instead of holding unbounded memory.
 	SyncBuffer int
 }
@@ -294,7 +297,7 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 		case d.sync != nil:
 			cp.handleSync(d.sync)
 		case d.isEvt:
-			h.HandleEvent(d.ev)
+			cp.event(d.ev)
 		default:
 			cp.packet(d.pkt)
 		}

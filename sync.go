@@ -22,8 +22,9 @@ import (
 // into SYNC packets (one record per chunk, as OpenSIPS modules do) and ends
 // with SYNC_END and the record count; the joiner's handler receives the
 // records in order, while ordinary packets of the capability that arrive
-// meanwhile wait in a bounded buffer and are delivered after the last
-// record. Then the capability is synced and says so to the cluster.
+// meanwhile, and node events, wait in a bounded buffer and are delivered
+// after the last record in the order they came. Then the capability is
+// synced and says so to the cluster.
 
 // Errors of the sync layer. Sync failures reach the handler as SyncFailed
 // events whose Err wraps one of them.
@@ -134,7 +135,10 @@ func (r SyncRecord) Decode(v any) error {
 
 // SyncReceiver is implemented by handlers of capabilities that receive
 // full syncs. HandleSyncRecord is called in order, from the capability's
-// goroutine, before any packet that arrived during the sync.
+// goroutine, before any packet or node event (NodeUp, NodeDown) that
+// arrived during the sync, so that a NodeDown during the sync comes after
+// the records and the node's own held-back packets: a handler dropping a
+// node's data at its NodeDown is not undone by them.
 type SyncReceiver interface {
 	HandleSyncRecord(r SyncRecord)
 }
@@ -255,24 +259,50 @@ func (w *SyncWriter) end() error {
 
 // sendSyncFrame queues a sync frame for dst through its current next hop,
 // waiting while the hop's queue is full: a sync is bulk data, and pacing it
-// to the network beats failing it. It gives up when dst becomes
-// unreachable, when ctx ends, or after the sync timeout without room.
+// to the network beats failing it. It gives up when ctx ends, after the
+// sync timeout without room, and when dst stays unreachable for a ping
+// timeout: a route that flaps while topology updates spread comes back
+// sooner, and the requester, which may never have seen the donor down,
+// would otherwise wait for its sync timeout to ask again.
 func (c *Cluster) sendSyncFrame(ctx context.Context, cluster, dst int32, frame []byte) error {
+	pause := func(d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrSyncAborted, ctx.Err())
+		case <-t.C:
+			return nil
+		}
+	}
 	wait := 50 * time.Microsecond
 	var waited time.Duration
+	var downSince time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, err)
 		}
 		cv := c.view.Load().Cluster(cluster)
 		n := cv.Node(dst)
-		if cv == nil || !cv.Enabled || n == nil || !n.Reachable {
+		if cv == nil || !cv.Enabled || n == nil {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
 		}
-		hop := cv.Node(n.NextHop)
+		var hop *core.NodeView
+		if n.Reachable {
+			hop = cv.Node(n.NextHop)
+		}
 		if hop == nil {
-			return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
+			if downSince.IsZero() {
+				downSince = time.Now()
+			} else if time.Since(downSince) >= c.core.PingTimeout {
+				return fmt.Errorf("%w: %w", ErrSyncAborted, ErrDestDown)
+			}
+			if err := pause(2 * time.Millisecond); err != nil {
+				return err
+			}
+			continue
 		}
+		downSince = time.Time{}
 		err := c.peers.Send(hop.Addr, frame)
 		if err == nil {
 			c.act(cluster, hop.ID).sent.Add(1)
@@ -286,12 +316,8 @@ func (c *Cluster) sendSyncFrame(ctx context.Context, cluster, dst int32, frame [
 		if waited > c.core.SyncTimeout {
 			return fmt.Errorf("%w: %w", ErrSyncAborted, sendErr(err))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w: %w", ErrSyncAborted, ctx.Err())
-		case <-t.C:
+		if err := pause(wait); err != nil {
+			return err
 		}
 		waited += wait
 		wait = min(wait*2, 5*time.Millisecond)
@@ -414,7 +440,7 @@ type syncRecv struct {
 	gen      uint64 // session number
 	count    int64  // records received in the session
 	total    int64  // announced by SYNC_END; -1 before it
-	buffered []Packet
+	buffered []delivery
 	// skip: donors whose abandoned stream is still arriving; their data
 	// is dropped until their SYNC_END.
 	skip map[int32]bool
@@ -595,7 +621,7 @@ func (cp *capability) checkEnd() {
 	}
 }
 
-// endSession delivers the packets buffered during the session and, when
+// endSession delivers what was held back during the session and, when
 // the data plane decided the outcome, tells the machine.
 func (cp *capability) endSession(err error, report bool) {
 	r := &cp.recv
@@ -608,8 +634,12 @@ func (cp *capability) endSession(err error, report bool) {
 	if err != nil {
 		r.lastErr.Store(&err)
 	}
-	for _, p := range buffered {
-		cp.handler.HandlePacket(p)
+	for _, d := range buffered {
+		if d.isEvt {
+			cp.handler.HandleEvent(d.ev)
+		} else {
+			cp.handler.HandlePacket(d.pkt)
+		}
 	}
 	if !report {
 		return
@@ -632,24 +662,40 @@ func (cp *capability) endSession(err error, report bool) {
 	}()
 }
 
-// packet delivers or, during a sync, buffers an ordinary packet.
+// packet delivers or, during a sync, holds back an ordinary packet.
 func (cp *capability) packet(p Packet) {
+	if !cp.hold(delivery{pkt: p}) {
+		cp.handler.HandlePacket(p)
+	}
+}
+
+// event delivers or, during a sync, holds back a node event, which must
+// reach the handler in order with the packets held back: a NodeDown
+// handled before them and before the records would be undone by them.
+func (cp *capability) event(e Event) {
+	if (e.Kind != NodeUp && e.Kind != NodeDown) || !cp.hold(delivery{ev: e, isEvt: true}) {
+		cp.handler.HandleEvent(e)
+	}
+}
+
+// hold keeps d for the end of the running sync. It returns false when no
+// sync runs, and when there is no room left: then the sync fails (and is
+// repeated) rather than hold unbounded memory or lose an update silently,
+// and d is the caller's to deliver.
+func (cp *capability) hold(d delivery) bool {
 	r := &cp.recv
 	if !r.active {
-		cp.handler.HandlePacket(p)
-		return
+		return false
 	}
 	if len(r.buffered) < cp.cfg.SyncBuffer {
-		r.buffered = append(r.buffered, p)
+		r.buffered = append(r.buffered, d)
 		r.bufLen.Store(int64(len(r.buffered)))
-		return
+		return true
 	}
-	// Out of room: the sync fails (and is repeated) rather than hold
-	// unbounded memory or lose an update silently.
 	cp.c.stats.syncOverflow.Add(1)
 	r.skip[r.donor] = true
 	cp.endSession(fmt.Errorf("%w: more than %d packets buffered", ErrSyncOverflow, cp.cfg.SyncBuffer), true)
-	cp.handler.HandlePacket(p)
+	return false
 }
 
 // localCapView returns the machine's view of a local capability.
@@ -777,7 +823,8 @@ type SyncProgress struct {
 	Donor int
 	// Records and Bytes received in the current or last session.
 	Records, Bytes int64
-	// Buffered is the number of ordinary packets waiting for the sync.
+	// Buffered is the number of ordinary packets (and node events)
+	// waiting for the sync.
 	Buffered int
 	// Started is when the current or last session's data began; Elapsed
 	// how long it ran (so far, or in all).
