@@ -105,6 +105,8 @@ const (
 	// LocalDisabled: the local node was disabled in the cluster by a
 	// REMOVE_NODE naming it.
 	LocalDisabled
+	// ShTagChanged: a sharing tag's state changed (see ShTagChange).
+	ShTagChanged
 )
 
 func (k EventKind) String() string {
@@ -127,6 +129,8 @@ func (k EventKind) String() string {
 		return "capability-changed"
 	case LocalDisabled:
 		return "local-disabled"
+	case ShTagChanged:
+		return "shtag-changed"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -138,6 +142,7 @@ type Event struct {
 	Node    int32
 	Msg     wire.Message   // for Message
 	Cap     *wire.CapState // for CapabilityChanged
+	ShTag   *ShTagChange   // for ShTagChanged
 }
 
 // Machine is the protocol state of the local node.
@@ -171,6 +176,10 @@ type Stats struct {
 	UpCoalesced    uint64 // links UP announced by the next refresh, not an LS_UPDATE of their own
 	TopSuppressed  uint64 // FULL_TOP_UPDATEs not flooded on: nothing new in them
 	UnknownCapNode uint64 // CAP_UPDATEs naming unknown nodes
+	// ShTagsFull counts sharing tags not created: the cluster holds
+	// MaxShTags. ShTagLeftToClaim counts SHTAG_ACTIVEs from Go nodes, left
+	// to the claim that came with them.
+	ShTagsFull, ShTagLeftToClaim uint64
 }
 
 // New validates cfg and builds a machine; nothing is sent before Start.
@@ -202,6 +211,9 @@ func (m *Machine) Start(now time.Time) {
 		return
 	}
 	m.started = true
+	for _, id := range m.order {
+		m.clusters[id].startShTags()
+	}
 	m.Tick(now)
 }
 
@@ -255,6 +267,8 @@ func (m *Machine) Receive(now time.Time, src Source, p bin.Packet) {
 	case *wire.SyncEnd:
 		m.recvExtra(now, src, msg.Trailer, msg)
 	case *wire.ShtagActive:
+		m.recvExtra(now, src, msg.Trailer, msg)
+	case *wire.ShtagClaim:
 		m.recvExtra(now, src, msg.Trailer, msg)
 	}
 	m.finishStep(now)
@@ -352,8 +366,15 @@ func (m *Machine) recvExtra(now time.Time, src Source, t bin.Trailer, msg wire.M
 	}
 	n.lastRecv = now
 	c.revive(n)
-	if rm, ok := msg.(*wire.RemoveNode); ok {
-		c.handleRemoveNode(now, n, rm)
+	switch msg := msg.(type) {
+	case *wire.RemoveNode:
+		c.handleRemoveNode(now, n, msg)
+		return
+	case *wire.ShtagActive:
+		c.recvShtagActive(n, msg)
+		return
+	case *wire.ShtagClaim:
+		c.recvShtagClaim(now, n, msg)
 		return
 	}
 	m.events = append(m.events, Event{Kind: Message, Cluster: c.id, Node: n.id, Msg: msg})
@@ -432,6 +453,9 @@ func (m *Machine) finishStep(now time.Time) {
 		if c := m.clusters[id]; c.topoDirty {
 			c.recompute()
 		}
+	}
+	for _, id := range m.order {
+		m.clusters[id].shtagStep(now)
 	}
 	m.version++
 	m.view = nil

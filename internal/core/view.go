@@ -38,6 +38,7 @@ type ClusterView struct {
 	// IPs are the addresses a packet of this cluster may come from.
 	IPs          []netip.Addr
 	Capabilities []wire.CapState // local ones
+	ShTags       []ShTagView     // sorted by name
 }
 
 // Node returns the node with the given id, or nil.
@@ -89,7 +90,7 @@ func (m *Machine) View() *View {
 	for _, id := range m.order {
 		c := m.clusters[id]
 		cv := &ClusterView{ID: c.id, Enabled: c.enabled, Self: c.self, Routes: c.table,
-			Capabilities: slices.Clone(c.caps)}
+			Capabilities: slices.Clone(c.caps), ShTags: c.shtagViews()}
 		ips := []netip.Addr{c.selfURL.Addr.Addr().Unmap()}
 		for _, n := range c.list {
 			ips = append(ips, n.url.Addr.Addr().Unmap())
