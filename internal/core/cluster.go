@@ -256,10 +256,9 @@ func (c *cluster) recompute() {
 		case ok && !was:
 			c.refreshWanted, c.gained = true, true
 			c.m.events = append(c.m.events, Event{Kind: NodeUp, Cluster: c.id, Node: n.id})
-			c.shtagReachability(n.id, true)
+			c.shtagNodeUp(n.id)
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
-			c.shtagReachability(n.id, false)
 		}
 	}
 }

@@ -49,10 +49,11 @@ import (
 //     lost (a relay whose routes were changing) still meet.
 //
 // Go nodes still send SHTAG_ACTIVE exactly as OpenSIPS does, so OpenSIPS
-// nodes follow them; each SHTAG_ACTIVE follows a claim on the same route,
-// and TCP keeps that order. A node that has sent a claim is a Go node until
-// it becomes unreachable or is removed, and its SHTAG_ACTIVEs are left to
-// its claims; one from any other node forces BACKUP as in OpenSIPS.
+// nodes follow them. Each SHTAG_ACTIVE follows, on the same route (TCP
+// keeps the order), a claim marked as announcing it; a SHTAG_ACTIVE so
+// announced is left to its claim, any other forces BACKUP as in OpenSIPS.
+// That is also what happens when the claim was lost on the way: an
+// OpenSIPS relay forwards the SHTAG_ACTIVE but drops the claim.
 
 // ShTagState is a tag's local state (OpenSIPS SHTAG_STATE_BACKUP and
 // SHTAG_STATE_ACTIVE).
@@ -176,17 +177,17 @@ type shtag struct {
 	sent     map[int32]bool
 	// configured: the state came from the configuration.
 	configured bool
+	// announced are the nodes whose last claim said a SHTAG_ACTIVE
+	// follows it.
+	announced map[int32]bool
 }
 
 // shtags is a cluster's sharing-tag state.
 type shtags struct {
 	list []*shtag // sorted by name
-	// goPeers are the nodes that sent a claim since they last became
-	// reachable.
-	goPeers map[int32]bool
-	// up and down: reachability changes not yet acted on.
-	up, down []int32
-	view     []ShTagView // cached for View; nil when stale
+	// up are the nodes that became reachable, not yet told.
+	up   []int32
+	view []ShTagView // cached for View; nil when stale
 }
 
 // beats reports whether claim (aTerm, a) wins over claim (bTerm, b).
@@ -251,27 +252,17 @@ func (c *cluster) startShTags() {
 	}
 }
 
-// shtagReachability notes a reachability change for the next step's end.
-func (c *cluster) shtagReachability(id int32, up bool) {
-	if up {
-		c.sh.up = append(c.sh.up, id)
-	} else {
-		c.sh.down = append(c.sh.down, id)
-	}
-}
+// shtagNodeUp notes a node that became reachable, for the step's end.
+func (c *cluster) shtagNodeUp(id int32) { c.sh.up = append(c.sh.up, id) }
 
-// shtagStep acts on the reachability changes of the step: a node that
-// became unreachable may come back as another program; a node that became
-// reachable hears the local claims, and the SHTAG_ACTIVEs it is owed.
+// shtagStep tells the nodes that became reachable in the step the local
+// claims, and sends them the SHTAG_ACTIVEs they are owed.
 func (c *cluster) shtagStep(now time.Time) {
-	if len(c.sh.up) == 0 && len(c.sh.down) == 0 {
+	if len(c.sh.up) == 0 {
 		return
 	}
-	for _, id := range c.sh.down {
-		delete(c.sh.goPeers, id)
-	}
 	up := c.sh.up
-	c.sh.up, c.sh.down = nil, nil
+	c.sh.up = nil
 	for _, id := range up {
 		n := c.nodes[id]
 		if n == nil || !n.reachable {
@@ -292,9 +283,9 @@ func (c *cluster) shtagStep(now time.Time) {
 
 // shtagForget drops what the tags hold about a removed node.
 func (c *cluster) shtagForget(id int32) {
-	delete(c.sh.goPeers, id)
 	for _, t := range c.sh.list {
 		delete(t.sent, id)
+		delete(t.announced, id)
 	}
 }
 
@@ -310,7 +301,7 @@ func (c *cluster) shtagSend(now time.Time, t *shtag, n *node, active bool) bool 
 	// that holder's claim (its highest term if it knows of no holder): a
 	// newcomer adopting the holder must get the holder's own term, not a
 	// higher one that would make the holder's next claims look stale.
-	claim := &wire.ShtagClaim{Trailer: tr, Tag: t.name, Term: t.ownerTerm, Owner: t.owner}
+	claim := &wire.ShtagClaim{Trailer: tr, Tag: t.name, Term: t.ownerTerm, Owner: t.owner, Announce: active}
 	if t.owner == 0 {
 		claim.Term = t.maxTerm
 	}
@@ -368,7 +359,8 @@ func (c *cluster) recvShtagActive(from *node, msg *wire.ShtagActive) {
 		}
 		return
 	}
-	if c.sh.goPeers[from.id] {
+	if t.announced[from.id] {
+		delete(t.announced, from.id)
 		c.m.stats.ShTagLeftToClaim++ // its claim, just before, decided
 		return
 	}
@@ -378,13 +370,17 @@ func (c *cluster) recvShtagActive(from *node, msg *wire.ShtagActive) {
 }
 
 func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim) {
-	if c.sh.goPeers == nil {
-		c.sh.goPeers = map[int32]bool{}
-	}
-	c.sh.goPeers[from.id] = true
 	t, ok := c.shtag(msg.Tag, true)
 	if !ok {
 		return
+	}
+	if msg.Announce {
+		if t.announced == nil {
+			t.announced = map[int32]bool{}
+		}
+		t.announced[from.id] = true
+	} else {
+		delete(t.announced, from.id)
 	}
 	c.sh.view = nil
 	t.maxTerm = max(t.maxTerm, msg.Term)

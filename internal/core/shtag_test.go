@@ -51,9 +51,10 @@ func TestShTagInteropSession1(t *testing.T) {
 			require.Positive(t, i)
 			prev := r.Got[i-1]
 			require.Equal(t, &wire.ShtagClaim{Trailer: bin.Trailer{Cluster: labCluster, Src: self, Dst: x.Dst},
-				Tag: "vip", Term: 0, Owner: self, Active: true}, prev.Msg, "the claim goes first, on the same route")
+				Tag: "vip", Term: 0, Owner: self, Active: true, Announce: true}, prev.Msg, "the claim goes first, on the same route")
 		case wire.TypeShtagClaim:
 			require.True(t, x.Msg.(*wire.ShtagClaim).Active)
+			require.True(t, x.Msg.(*wire.ShtagClaim).Announce, "no claim without its SHTAG_ACTIVE here")
 		}
 	}
 	require.Len(t, sent, 2)
@@ -228,4 +229,43 @@ func TestShTagCommandsAndConfig(t *testing.T) {
 		_, err := core.New(core.Config{NodeID: 1, Clusters: []core.ClusterConfig{{ID: 1, Self: core.NodeInfo{URL: "bin:127.0.0.1:1"}, ShTags: tags}}})
 		require.ErrorIs(t, err, core.ErrConfig, "%+v", tags)
 	}
+}
+
+// A SHTAG_ACTIVE is left to the claim that announced it, and only that
+// one: without such a claim (lost, or dropped by an OpenSIPS relay, which
+// forwards only SHTAG_ACTIVE) it forces backup as in OpenSIPS, even from a
+// node known to send claims.
+func TestShTagAnnouncementLeftToItsClaim(t *testing.T) {
+	m := shtagNode(t, 2, core.ShTagConfig{Name: "vip", Active: true})
+	m.Start(time.Unix(1795312699, 0))
+	m.Drain()
+	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
+	frame := func(msg wire.Message) []byte {
+		f, err := msg.Append(nil)
+		require.NoError(t, err)
+		return f
+	}
+	active := frame(&wire.ShtagActive{Trailer: tr, Tag: "vip"})
+	// Node 3's claim loses (term 0, id 3 > 2): node 2 keeps the tag.
+	ev := receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 0, Owner: 3, Active: true, Announce: true}))
+	require.Len(t, ev, 1)
+	require.Equal(t, core.ShTagConflictWon, ev[0].ShTag.Reason)
+	require.Empty(t, receive(t, m, active), "left to the claim")
+	require.Equal(t, uint64(1), m.Stats().ShTagLeftToClaim)
+	require.Equal(t, core.ShTagActive, m.View().Cluster(labCluster).ShTag("vip").State)
+
+	// Node 3 again, its claim lost on the way: OpenSIPS's rule.
+	ev = receive(t, m, active)
+	require.Len(t, ev, 1)
+	require.Equal(t, &core.ShTagChange{Name: "vip", Old: core.ShTagActive, New: core.ShTagBackup, Reason: core.ShTagTakenOver,
+		Node: 3, Term: 1}, ev[0].ShTag)
+
+	// A claim that announces nothing does not cover a later SHTAG_ACTIVE.
+	require.NoError(t, m.ActivateShTag(time.Unix(1795312700, 0), labCluster, "vip"))
+	m.Drain()
+	receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 1, Owner: 3, Active: false}))
+	require.Equal(t, core.ShTagActive, m.View().Cluster(labCluster).ShTag("vip").State)
+	ev = receive(t, m, active)
+	require.Len(t, ev, 1)
+	require.Equal(t, core.ShTagTakenOver, ev[0].ShTag.Reason)
 }

@@ -23,7 +23,9 @@ import (
 //	owner:i32  >= 0; the node the sender takes for the tag's holder (the
 //	           sender itself when active; 0: unknown)
 //	flags:i32  bit 0 (ShtagFlagActive): the sender holds the tag under
-//	           term; no other bit is defined
+//	           term; bit 1 (ShtagFlagAnnounce): a SHTAG_ACTIVE for the tag
+//	           follows on the same route, and is to be left to this
+//	           claim; no other bit is defined
 //	trailer    cluster_id, src_node_id, dst_node_id
 //
 // A claim beats another if its term is higher, or the terms are equal and
@@ -40,8 +42,13 @@ const ShtagVersion int16 = 1
 // from the clusterer's types so the two never mix in one switch.
 const TypeShtagClaim Type = 100
 
-// ShtagFlagActive marks a claim whose sender holds the tag.
-const ShtagFlagActive int32 = 1
+// Claim flags.
+const (
+	// ShtagFlagActive marks a claim whose sender holds the tag.
+	ShtagFlagActive int32 = 1
+	// ShtagFlagAnnounce says a SHTAG_ACTIVE follows the claim.
+	ShtagFlagAnnounce int32 = 2
+)
 
 // MaxShtagName bounds a sharing tag's name. OpenSIPS sets none beyond the
 // 16-bit string length; names are short words such as "vip".
@@ -56,6 +63,9 @@ type ShtagClaim struct {
 	Term   int32
 	Owner  int32
 	Active bool
+	// Announce: the sender's SHTAG_ACTIVE for the tag follows, on the
+	// same route; the receiver leaves it to this claim.
+	Announce bool
 }
 
 // MsgType implements Message.
@@ -71,7 +81,7 @@ func (m *ShtagClaim) Append(dst []byte) ([]byte, error) {
 	b.PushStr(m.Tag)
 	b.PushInt(m.Term)
 	b.PushInt(m.Owner)
-	b.PushInt(boolInt(m.Active) * ShtagFlagActive)
+	b.PushInt(boolInt(m.Active)*ShtagFlagActive | boolInt(m.Announce)*ShtagFlagAnnounce)
 	b.PushTrailer(m.Trailer)
 	return finish(&b, TypeShtagClaim)
 }
@@ -85,10 +95,11 @@ func decodeShtagClaim(tr bin.Trailer, r *bin.Reader) Message {
 	if r.Err() != nil {
 		return m
 	}
-	if flags&^ShtagFlagActive != 0 {
+	if flags&^(ShtagFlagActive|ShtagFlagAnnounce) != 0 {
 		r.Fail(fmt.Errorf("%w: SHTAG_CLAIM flags %#x", ErrBound, flags))
 	}
 	m.Active = flags&ShtagFlagActive != 0
+	m.Announce = flags&ShtagFlagAnnounce != 0
 	if err := checkShtagClaim(m.Tag, m.Term, m.Owner); err != nil {
 		r.Fail(err)
 	}

@@ -15,6 +15,7 @@ func shtagClaims() []*ShtagClaim {
 	tr := bin.Trailer{Cluster: 1, Src: 2, Dst: 3}
 	return []*ShtagClaim{
 		{Trailer: tr, Tag: "vip", Term: 7, Owner: 2, Active: true},
+		{Trailer: tr, Tag: "vip", Term: 8, Owner: 2, Active: true, Announce: true},
 		{Trailer: tr, Tag: "gw-probe", Term: 0},
 		{Trailer: tr, Tag: strings.Repeat("t", MaxShtagName), Term: 1<<31 - 1, Owner: 128},
 	}
@@ -74,7 +75,7 @@ func TestShtagClaimRefused(t *testing.T) {
 		"long tag":       body(strings.Repeat("x", MaxShtagName+1), 1, 2, 1),
 		"negative term":  body("vip", -1, 2, 1),
 		"negative owner": body("vip", 1, -2, 1),
-		"unknown flag":   body("vip", 1, 2, 3),
+		"unknown flag":   body("vip", 1, 2, 5),
 		"truncated":      body("vip", 1, 2),
 		"trailing bytes": body("vip", 1, 2, 1, 0),
 	}
