@@ -58,6 +58,10 @@ const (
 	// Node is the sender, Tag and Msg are set.
 	RequestReceived
 	ReplyReceived
+	// ShTagChanged: a sharing tag changed on the local node (OpenSIPS's
+	// E_CLUSTERER_SHARING_TAG_CHANGED); ShTag says how, Node is
+	// ShTag.Node.
+	ShTagChanged
 )
 
 func (k EventKind) String() string {
@@ -80,6 +84,8 @@ func (k EventKind) String() string {
 		return "request-received"
 	case ReplyReceived:
 		return "reply-received"
+	case ShTagChanged:
+		return "shtag-changed"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -93,6 +99,8 @@ type Event struct {
 	Node    int
 	// Tag and Msg are set for RequestReceived and ReplyReceived.
 	Tag, Msg string
+	// ShTag is set for ShTagChanged.
+	ShTag *ShTagChange
 }
 
 // Handler receives a capability's traffic. Calls for one capability are
@@ -272,7 +280,10 @@ func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
 	}
 }
 
-type subscriber struct{ box *mailbox[Event] }
+type subscriber struct {
+	box    *mailbox[Event]
+	filter func(Event) bool // nil: every event
+}
 
 // publicKind maps the machine's node events to the API's.
 var publicKind = map[core.EventKind]EventKind{
@@ -282,8 +293,12 @@ var publicKind = map[core.EventKind]EventKind{
 
 // dispatch runs on the loop goroutine: it only queues.
 func (c *Cluster) dispatch(e core.Event) {
-	if e.Kind == core.Message {
+	switch e.Kind {
+	case core.Message:
 		c.extraMessage(0, bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
+		return
+	case core.ShTagChanged:
+		c.shtagEvent(e)
 		return
 	}
 	kind, ok := publicKind[e.Kind]
@@ -321,7 +336,9 @@ func (c *Cluster) publish(ev Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s := range c.subs {
-		s.box.put(ev)
+		if s.filter == nil || s.filter(ev) {
+			s.box.put(ev)
+		}
 	}
 }
 

@@ -81,6 +81,12 @@ type Config struct {
 	// in batches, so up to twice this many may be held at once.
 	HandlerQueue int
 
+	// ShTags are the sharing tags with a configured state, in OpenSIPS's
+	// sharing_tag syntax "name/cluster_id=active|backup", e.g.
+	// "vip/1=active" (see ParseShTag). Other tags are learned when first
+	// referenced or heard of, backup.
+	ShTags []string
+
 	// Logger receives the library's logs; nil means no logging.
 	Logger *zap.Logger
 }
@@ -218,6 +224,9 @@ func (cfg *Config) coreConfig() (core.Config, error) {
 			ccfg.Nodes = append(ccfg.Nodes, ni)
 		}
 		out.Clusters = append(out.Clusters, ccfg)
+	}
+	if err := cfg.shtagConfig(&out); err != nil {
+		return out, err
 	}
 	return out, nil
 }

@@ -36,6 +36,7 @@ type Stats struct {
 	ReplyDropped      uint64 // replies of the request handler that could not be sent
 	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
 	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
+	TooManyShTags     uint64 // sharing tags not learned: the cluster holds 1024
 
 	// Transport counters.
 	FramesSent, FramesReceived uint64
@@ -82,6 +83,7 @@ func (c *Cluster) Stats() Stats {
 		s.Disabled += cs.Disabled
 		s.StaleUpdates = cs.StaleSeq
 		s.TooManyNodes = cs.TooManyNodes
+		s.TooManyShTags = cs.ShTagsFull
 	}
 	c.mu.Lock()
 	peers := c.peers
