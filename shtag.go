@@ -108,7 +108,8 @@ type ShTagInfo struct {
 	// Owner is the node the local node takes for the holder: itself when
 	// active; when backup, the last node that announced it (SHTAG_ACTIVE
 	// or claim) or that another Go node named; 0 when unknown. A holder
-	// that has died stays named until another node takes the tag.
+	// that has died stays named until another node takes the tag or a Go
+	// node names a reachable holder.
 	Owner int
 	// Term is the holder's claim, which orders Go nodes' claims: it grows
 	// with every activation (0 for a tag configured active). An OpenSIPS
