@@ -25,7 +25,11 @@ type tagWatch struct {
 	events  []clusterer.Event
 }
 
-func (w *tagWatch) change(c clusterer.ShTagChange) { w.mu.Lock(); w.changes = append(w.changes, c); w.mu.Unlock() }
+func (w *tagWatch) change(c clusterer.ShTagChange) {
+	w.mu.Lock()
+	w.changes = append(w.changes, c)
+	w.mu.Unlock()
+}
 func (w *tagWatch) event(e clusterer.Event) {
 	if e.Kind == clusterer.ShTagChanged {
 		w.mu.Lock()
