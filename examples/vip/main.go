@@ -234,6 +234,7 @@ func run() error {
 	fmt.Print(table(nodes))
 
 	step("4. Operators activate " + tag + " on nodes 1 and 3 at the same instant")
+	before := tagInfo(nodes[2].c).Term // the holder's term, before the activations
 	var wg sync.WaitGroup
 	for _, id := range []int{1, 3} {
 		wg.Go(func() {
@@ -244,7 +245,6 @@ func run() error {
 	}
 	wg.Wait()
 	term := func(id int) int { nodes[id].mu.Lock(); defer nodes[id].mu.Unlock(); return nodes[id].lastClaim }
-	before := tagInfo(nodes[2].c).Term
 	settled := func() bool {
 		h := holders(nodes) // the watchers have heard both activations, and the claims settled
 		return term(1) > before && term(3) > before && (h == "1" || h == "3") && allName(nodes, int(h[0]-'0'))
