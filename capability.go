@@ -71,6 +71,10 @@ const (
 	// SyncFailed: the sync from Node failed (Err says why); another is
 	// requested as soon as a donor qualifies.
 	SyncFailed
+	// ShTagChanged: a sharing tag changed on the local node (OpenSIPS's
+	// E_CLUSTERER_SHARING_TAG_CHANGED); ShTag says how, Node is
+	// ShTag.Node.
+	ShTagChanged
 )
 
 func (k EventKind) String() string {
@@ -101,6 +105,8 @@ func (k EventKind) String() string {
 		return "sync-done"
 	case SyncFailed:
 		return "sync-failed"
+	case ShTagChanged:
+		return "shtag-changed"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -119,6 +125,8 @@ type Event struct {
 	Capability string
 	Synced     bool
 	Err        error
+	// ShTag is set for ShTagChanged.
+	ShTag *ShTagChange
 }
 
 // Handler receives a capability's traffic. Calls for one capability are
@@ -372,7 +380,10 @@ func (c *Cluster) Subscribe(queueLen int, fn func(Event)) (cancel func()) {
 	}
 }
 
-type subscriber struct{ box *mailbox[Event] }
+type subscriber struct {
+	box    *mailbox[Event]
+	filter func(Event) bool // nil: every event
+}
 
 // publicKind maps the machine's node events to the API's.
 var publicKind = map[core.EventKind]EventKind{
@@ -388,8 +399,12 @@ var syncKinds = map[core.EventKind]bool{
 
 // dispatch runs on the loop goroutine: it only queues.
 func (c *Cluster) dispatch(e core.Event) {
-	if e.Kind == core.Message {
+	switch e.Kind {
+	case core.Message:
 		c.extraMessage(0, bin.Trailer{Cluster: e.Cluster, Src: e.Node, Dst: c.me}, e.Msg)
+		return
+	case core.ShTagChanged:
+		c.shtagEvent(e)
 		return
 	}
 	if syncKinds[e.Kind] {
@@ -437,7 +452,9 @@ func (c *Cluster) publish(ev Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s := range c.subs {
-		s.box.put(ev)
+		if s.filter == nil || s.filter(ev) {
+			s.box.put(ev)
+		}
 	}
 }
 

@@ -662,6 +662,10 @@ func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
 		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
 		return
 	}
+	if p.Capability == wire.CapShtag { // Go nodes' sharing-tag claims
+		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
+		return
+	}
 	c.deliver(t, p)
 }
 

@@ -98,6 +98,11 @@ type Config struct {
 	// 32768, at most 65515); a packet may exceed it by about one record,
 	// as in OpenSIPS.
 	SyncPacketMaxSize int
+	// ShTags are the sharing tags with a configured state, in OpenSIPS's
+	// sharing_tag syntax "name/cluster_id=active|backup", e.g.
+	// "vip/1=active" (see ParseShTag). Other tags are learned when first
+	// referenced or heard of, backup.
+	ShTags []string
 
 	// Logger receives the library's logs; nil means no logging.
 	Logger *zap.Logger
@@ -244,6 +249,9 @@ func (cfg *Config) coreConfig() (core.Config, error) {
 			ccfg.Nodes = append(ccfg.Nodes, ni)
 		}
 		out.Clusters = append(out.Clusters, ccfg)
+	}
+	if err := cfg.shtagConfig(&out); err != nil {
+		return out, err
 	}
 	return out, nil
 }

@@ -36,6 +36,7 @@ type Stats struct {
 	ReplyDropped      uint64 // replies of the request handler that could not be sent
 	StaleUpdates      uint64 // topology updates already seen (flood duplicates)
 	TooManyNodes      uint64 // nodes not learned: the cluster holds 128
+	TooManyShTags     uint64 // sharing tags not learned: the cluster holds 1024
 
 	// Sync counters.
 	SyncFramesSent, SyncFramesReceived uint64 // SYNC and SYNC_END packets
@@ -96,6 +97,7 @@ func (c *Cluster) Stats() Stats {
 		s.StaleUpdates = cs.StaleSeq
 		s.TooManyNodes = cs.TooManyNodes
 		s.SyncReqDropped = cs.SyncReqDropped
+		s.TooManyShTags = cs.ShTagsFull
 	}
 	c.mu.Lock()
 	peers := c.peers

@@ -80,6 +80,8 @@ type cluster struct {
 	// reachable set changed (see sendRefresh).
 	refreshWanted bool
 	refreshAt     time.Time
+
+	sh shtags // sharing tags
 }
 
 func newCluster(m *Machine, cc ClusterConfig) *cluster {
@@ -101,6 +103,7 @@ func newCluster(m *Machine, cc ClusterConfig) *cluster {
 			Priority: defaultInt(ni.Priority, DefaultPriority), PingRetries: defaultInt(ni.PingRetries, DefaultPingRetries)},
 			ni.Seed, !ni.Disabled)
 	}
+	c.initShTags(cc.ShTags)
 	return c
 }
 
@@ -148,6 +151,7 @@ func (c *cluster) removeNode(now time.Time, n *node) {
 		o.adj = slices.DeleteFunc(o.adj, func(x int32) bool { return x == n.id })
 	}
 	c.topoDirty = true
+	c.shtagForget(n.id)
 	c.m.events = append(c.m.events, Event{Kind: NodeRemoved, Cluster: c.id, Node: n.id})
 }
 
@@ -257,6 +261,7 @@ func (c *cluster) recompute() {
 		case ok && !was:
 			c.refreshWanted, c.gained = true, true
 			c.m.events = append(c.m.events, Event{Kind: NodeUp, Cluster: c.id, Node: n.id})
+			c.shtagNodeUp(n.id)
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
 			c.forgetCapStates(n)

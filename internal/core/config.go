@@ -61,6 +61,8 @@ type ClusterConfig struct {
 	// Capabilities the local node holds in this cluster and whether each is
 	// synced; announced in CAP_UPDATE.
 	Capabilities []wire.CapState
+	// ShTags are the configured sharing tags.
+	ShTags []ShTagConfig
 }
 
 // NodeInfo describes a node.
@@ -115,6 +117,9 @@ func (c *Config) validate() error {
 		seen[cl.ID] = true
 		if _, err := ParseURL(cl.Self.URL); err != nil {
 			return fmt.Errorf("%w: cluster %d: own URL: %v", ErrConfig, cl.ID, err)
+		}
+		if err := checkShTagConfig(cl); err != nil {
+			return err
 		}
 		if len(cl.Nodes)+1 > wire.MaxNodes {
 			return fmt.Errorf("%w: cluster %d has %d nodes (max %d)", ErrConfig, cl.ID, len(cl.Nodes)+1, wire.MaxNodes)

@@ -119,6 +119,8 @@ const (
 	SyncFailed
 	// SyncDone: CapName is synced, from donor Node (0: a seed fell back).
 	SyncDone
+	// ShTagChanged: a sharing tag's state changed (see ShTagChange).
+	ShTagChanged
 )
 
 func (k EventKind) String() string {
@@ -151,6 +153,8 @@ func (k EventKind) String() string {
 		return "sync-failed"
 	case SyncDone:
 		return "sync-done"
+	case ShTagChanged:
+		return "shtag-changed"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -164,6 +168,7 @@ type Event struct {
 	Cap     *wire.CapState // for CapabilityChanged
 	CapName string         // for the Sync events
 	Err     error          // for SyncAbort and SyncFailed
+	ShTag   *ShTagChange   // for ShTagChanged
 }
 
 // Machine is the protocol state of the local node.
@@ -200,6 +205,10 @@ type Stats struct {
 	TopSuppressed  uint64 // FULL_TOP_UPDATEs not flooded on: nothing new in them
 	UnknownCapNode uint64 // CAP_UPDATEs naming unknown nodes
 	SyncReqDropped uint64 // SYNC_REQs for capabilities absent or disabled here
+	// ShTagsFull counts sharing tags not created: the cluster holds
+	// MaxShTags. ShTagLeftToClaim counts SHTAG_ACTIVEs from Go nodes, left
+	// to the claim that came with them.
+	ShTagsFull, ShTagLeftToClaim uint64
 }
 
 // New validates cfg and builds a machine; nothing is sent before Start.
@@ -231,6 +240,9 @@ func (m *Machine) Start(now time.Time) {
 		return
 	}
 	m.started, m.startedAt = true, now
+	for _, id := range m.order {
+		m.clusters[id].startShTags()
+	}
 	m.Tick(now)
 }
 
@@ -284,6 +296,8 @@ func (m *Machine) Receive(now time.Time, src Source, p bin.Packet) {
 	case *wire.SyncEnd:
 		m.recvExtra(now, src, msg.Trailer, msg)
 	case *wire.ShtagActive:
+		m.recvExtra(now, src, msg.Trailer, msg)
+	case *wire.ShtagClaim:
 		m.recvExtra(now, src, msg.Trailer, msg)
 	}
 	m.finishStep(now)
@@ -388,6 +402,12 @@ func (m *Machine) recvExtra(now time.Time, src Source, t bin.Trailer, msg wire.M
 	case *wire.SyncReq:
 		c.handleSyncReq(n, msg)
 		return
+	case *wire.ShtagActive:
+		c.recvShtagActive(n, msg)
+		return
+	case *wire.ShtagClaim:
+		c.recvShtagClaim(now, n, msg)
+		return
 	}
 	m.events = append(m.events, Event{Kind: Message, Cluster: c.id, Node: n.id, Msg: msg})
 }
@@ -472,6 +492,7 @@ func (m *Machine) finishStep(now time.Time) {
 	}
 	for _, id := range m.order {
 		m.clusters[id].syncStep(now)
+		m.clusters[id].shtagStep(now)
 	}
 	m.version++
 	m.view = nil

@@ -41,6 +41,7 @@ type ClusterView struct {
 	Capabilities []wire.CapState // local ones, as announced
 	// LocalCaps are the registered local capabilities and their sync state.
 	LocalCaps []CapView
+	ShTags    []ShTagView // sorted by name
 }
 
 // Node returns the node with the given id, or nil.
@@ -95,7 +96,7 @@ func (m *Machine) View() *View {
 	for _, id := range m.order {
 		c := m.clusters[id]
 		cv := &ClusterView{ID: c.id, Enabled: c.enabled, Self: c.self, Routes: c.table,
-			Capabilities: slices.Clone(c.caps), LocalCaps: c.capViews()}
+			Capabilities: slices.Clone(c.caps), LocalCaps: c.capViews(), ShTags: c.shtagViews()}
 		ips := []netip.Addr{c.selfURL.Addr.Addr().Unmap()}
 		for _, n := range c.list {
 			ips = append(ips, n.url.Addr.Addr().Unmap())

@@ -74,6 +74,9 @@ var typeNames = [...]string{
 }
 
 func (t Type) String() string {
+	if t == TypeShtagClaim {
+		return "SHTAG_CLAIM"
+	}
 	if t >= 0 && int(t) < len(typeNames) {
 		return typeNames[t]
 	}
@@ -85,6 +88,8 @@ func (t Type) Capability() string {
 	switch t {
 	case TypePing, TypePong, TypeLSUpdate, TypeFullTopUpdate, TypeUnknownID, TypeNodeDescription, TypeCapUpdate:
 		return CapInternal
+	case TypeShtagClaim:
+		return CapShtag
 	}
 	return CapExtra
 }
@@ -114,8 +119,8 @@ type Origin struct {
 }
 
 // Decode decodes a clusterer packet (capability [CapInternal] or
-// [CapExtra]). Strings are copied; slices of ints are freshly allocated, so
-// the message does not alias p.
+// [CapExtra], or the Go-only [CapShtag]). Strings are copied; slices of
+// ints are freshly allocated, so the message does not alias p.
 func Decode(p bin.Packet) (Message, error) {
 	var m Message
 	r := p.Reader()
@@ -136,6 +141,14 @@ func Decode(p bin.Packet) (Message, error) {
 		}
 		tr := r.PopTrailer()
 		m = decodeExtra(t, tr, &r)
+	case CapShtag:
+		if t != TypeShtagClaim {
+			return nil, fmt.Errorf("%w: %d in %s", ErrUnknownType, p.Type, CapShtag)
+		}
+		if p.Version != ShtagVersion {
+			return nil, fmt.Errorf("%w: %s version %d, want %d", ErrUnknownType, t, p.Version, ShtagVersion)
+		}
+		m = decodeShtagClaim(r.PopTrailer(), &r)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrNotClusterer, p.Capability)
 	}

@@ -1,0 +1,522 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/clusterer-go/clusterer/bin"
+	"github.com/clusterer-go/clusterer/internal/wire"
+)
+
+// Sharing tags (spec §11): a tag (name, cluster) is ACTIVE on the node that
+// owns a resource (a virtual IP, a gateway probe, dialog timers) and BACKUP
+// on the others.
+//
+// What OpenSIPS does, and this machine does on the wire exactly alike:
+//   - a tag configured active starts ACTIVE and owes SHTAG_ACTIVE to every
+//     node, sent to each when it comes UP (reachable);
+//   - activating a tag makes it ACTIVE and sends SHTAG_ACTIVE to every node
+//     of the node list, routed if needed; the nodes it could not be sent to
+//     get it when they come UP;
+//   - a received SHTAG_ACTIVE makes the tag BACKUP and cancels what the tag
+//     still owed;
+//   - a tag first named by a message or a local reference is created
+//     BACKUP.
+//
+// OpenSIPS has no arbitration: the last announcement wins, two crossing
+// announcements leave both nodes BACKUP, and after a partition heals both
+// sides stay ACTIVE. Go nodes do better among themselves with claims
+// (wire.ShtagClaim, a capability OpenSIPS drops): a claim is a term and the
+// claimant's id, and a claim beats another if its term is higher or, with
+// equal terms, its node id lower. Activating takes a term above every term
+// the node has heard of.
+//   - A node that holds a tag sends its claim with every SHTAG_ACTIVE and
+//     to every node that comes UP. A holder that hears a better claim steps
+//     down; one that hears a worse one keeps the tag and answers with its
+//     own. The best claim's holder never steps down and everyone it reaches
+//     does, so after a partition heals, or after simultaneous activations,
+//     exactly one Go node holds each tag, the same one whatever the order
+//     of the messages.
+//   - A node that does not hold the tag sends the holder it knows of, and
+//     that holder's term, to every node that comes UP; so a node that
+//     restarts learns both. A holder that hears such a report naming
+//     another node (or an older claim of its own) sends its claim to the
+//     reporter and to the node named: two holders whose claims were both
+//     lost (a relay whose routes were changing) still meet.
+//
+// Go nodes still send SHTAG_ACTIVE exactly as OpenSIPS does, so OpenSIPS
+// nodes follow them. Each SHTAG_ACTIVE follows, on the same route (TCP
+// keeps the order), a claim marked as announcing it; a SHTAG_ACTIVE so
+// announced is left to its claim, any other forces BACKUP as in OpenSIPS.
+// That is also what happens when the claim was lost on the way: an
+// OpenSIPS relay forwards the SHTAG_ACTIVE but drops the claim.
+
+// ShTagState is a tag's local state (OpenSIPS SHTAG_STATE_BACKUP and
+// SHTAG_STATE_ACTIVE).
+type ShTagState uint8
+
+// Tag states.
+const (
+	ShTagBackup ShTagState = 0
+	ShTagActive ShTagState = 1
+)
+
+func (s ShTagState) String() string {
+	switch s {
+	case ShTagBackup:
+		return "backup"
+	case ShTagActive:
+		return "active"
+	}
+	return fmt.Sprintf("ShTagState(%d)", uint8(s))
+}
+
+// ShTagReason says why a tag's state was reported.
+type ShTagReason uint8
+
+// Reasons.
+const (
+	// ShTagConfigured: the configured state, reported once at Start.
+	ShTagConfigured ShTagReason = iota + 1
+	// ShTagActivated: the local node activated the tag.
+	ShTagActivated
+	// ShTagTakenOver: another node announced that it holds the tag.
+	ShTagTakenOver
+	// ShTagConflictWon: another Go node held the tag at the same time (a
+	// healed partition, simultaneous activations) and its claim lost; the
+	// local node keeps the tag.
+	ShTagConflictWon
+)
+
+func (r ShTagReason) String() string {
+	switch r {
+	case ShTagConfigured:
+		return "configured"
+	case ShTagActivated:
+		return "activated"
+	case ShTagTakenOver:
+		return "taken-over"
+	case ShTagConflictWon:
+		return "conflict-won"
+	}
+	return fmt.Sprintf("ShTagReason(%d)", uint8(r))
+}
+
+// ShTagChange is what a ShTagChanged event reports.
+type ShTagChange struct {
+	Name     string
+	Old, New ShTagState
+	Reason   ShTagReason
+	// Node is the other node involved: the new holder (TakenOver), the
+	// node whose claim lost (ConflictWon), the holder before the local node
+	// (Activated; 0 if none was known).
+	Node int32
+	// Term is the local node's claim when New is active, else the
+	// holder's as known here.
+	Term int32
+	// NeedsResync: the local node holds the tag and another node held it
+	// before or at the same time, so the data the tag guards may be behind
+	// that node's copy.
+	NeedsResync bool
+}
+
+// ShTagConfig is a tag of the configuration (OpenSIPS sharing_tag
+// "name/cluster=active|backup").
+type ShTagConfig struct {
+	Name   string
+	Active bool
+}
+
+// ShTagView is a tag in a ClusterView.
+type ShTagView struct {
+	Name  string
+	State ShTagState
+	// Owner is the node taken for the tag's holder: the local node when
+	// active, 0 when unknown.
+	Owner int32
+	// Term is the holder's claim as known here (see ShTagChange.Term).
+	Term int32
+}
+
+// MaxShTags bounds the tags of one cluster: tags are created by names
+// received from the network, and a hostile or broken peer must not grow
+// the table without end. Names beyond it are dropped and counted.
+const MaxShTags = 1024
+
+// Errors of sharing-tag commands.
+var (
+	ErrShTagName = errors.New("core: invalid sharing tag name")
+	ErrShTagFull = errors.New("core: too many sharing tags")
+)
+
+// CheckShTagName reports whether name can be a tag's name.
+func CheckShTagName(name string) error {
+	if name == "" || len(name) > wire.MaxShtagName {
+		return fmt.Errorf("%w: %q (1 to %d bytes)", ErrShTagName, name, wire.MaxShtagName)
+	}
+	return nil
+}
+
+// shtag is one tag of one cluster.
+type shtag struct {
+	name  string
+	state ShTagState
+	// term is the local claim while active.
+	term int32
+	// maxTerm is the highest term heard of or used.
+	maxTerm int32
+	// owner and ownerTerm: the node taken for the holder and its claim.
+	owner, ownerTerm int32
+	// announce is OpenSIPS's "send active message": SHTAG_ACTIVE is owed to
+	// every node not in sent, and sent to each when it comes UP.
+	announce bool
+	sent     map[int32]bool
+	// configured: the state came from the configuration.
+	configured bool
+	// announced are the nodes whose last claim said a SHTAG_ACTIVE
+	// follows it.
+	announced map[int32]bool
+}
+
+// shtags is a cluster's sharing-tag state.
+type shtags struct {
+	list []*shtag // sorted by name
+	// up are the nodes that became reachable, not yet told.
+	up   []int32
+	view []ShTagView // cached for View; nil when stale
+}
+
+// beats reports whether claim (aTerm, a) wins over claim (bTerm, b).
+func beats(aTerm, a, bTerm, b int32) bool {
+	return aTerm > bTerm || aTerm == bTerm && a < b
+}
+
+func nextTerm(t int32) int32 {
+	if t == math.MaxInt32 {
+		return t // saturated: ties are broken by node id
+	}
+	return t + 1
+}
+
+func (c *cluster) initShTags(cfg []ShTagConfig) {
+	for _, tc := range cfg {
+		t, _ := c.shtag(tc.Name, true) // validated
+		t.configured = true
+		if tc.Active {
+			t.state, t.owner = ShTagActive, c.me()
+			t.announce, t.sent = true, map[int32]bool{}
+		}
+	}
+}
+
+// shtag finds a tag, creating it BACKUP if create is set; it returns false
+// when the tag is unknown and cannot be created.
+func (c *cluster) shtag(name string, create bool) (*shtag, bool) {
+	i, ok := slices.BinarySearchFunc(c.sh.list, name, func(t *shtag, name string) int { return strings.Compare(t.name, name) })
+	if ok {
+		return c.sh.list[i], true
+	}
+	if !create || CheckShTagName(name) != nil {
+		return nil, false
+	}
+	if len(c.sh.list) >= MaxShTags {
+		c.m.stats.ShTagsFull++
+		return nil, false
+	}
+	t := &shtag{name: name}
+	c.sh.list = slices.Insert(c.sh.list, i, t)
+	c.sh.view = nil
+	return t, true
+}
+
+func (c *cluster) shtagChanged(t *shtag, old ShTagState, reason ShTagReason, other int32, resync bool) {
+	c.sh.view = nil
+	term := t.ownerTerm
+	if t.state == ShTagActive {
+		term = t.term
+	}
+	c.m.events = append(c.m.events, Event{Kind: ShTagChanged, Cluster: c.id, Node: other, ShTag: &ShTagChange{
+		Name: t.name, Old: old, New: t.state, Reason: reason, Node: other, Term: term, NeedsResync: resync}})
+}
+
+// startShTags reports the configured tags.
+func (c *cluster) startShTags() {
+	for _, t := range c.sh.list {
+		if t.configured {
+			c.shtagChanged(t, ShTagBackup, ShTagConfigured, 0, false)
+		}
+	}
+}
+
+// shtagNodeUp notes a node that became reachable, for the step's end.
+func (c *cluster) shtagNodeUp(id int32) { c.sh.up = append(c.sh.up, id) }
+
+// shtagStep tells the nodes that became reachable in the step the local
+// claims, and sends them the SHTAG_ACTIVEs they are owed.
+func (c *cluster) shtagStep(now time.Time) {
+	if len(c.sh.up) == 0 {
+		return
+	}
+	up := c.sh.up
+	c.sh.up = nil
+	for _, id := range up {
+		n := c.nodes[id]
+		if n == nil || !n.reachable {
+			continue
+		}
+		for _, t := range c.sh.list {
+			owed := t.announce && !t.sent[id]
+			informative := t.state == ShTagActive || t.maxTerm > 0 || t.owner != 0
+			if !owed && !informative {
+				continue
+			}
+			if c.shtagSend(now, t, n, owed) && owed {
+				t.sent[id] = true
+			}
+		}
+	}
+}
+
+// shtagForget drops what the tags hold about a removed node.
+func (c *cluster) shtagForget(id int32) {
+	for _, t := range c.sh.list {
+		delete(t.sent, id)
+		delete(t.announced, id)
+	}
+}
+
+// shtagSend sends n the local claim about t and, if active is set,
+// SHTAG_ACTIVE after it on the same route. It reports false when n is
+// unreachable.
+func (c *cluster) shtagSend(now time.Time, t *shtag, n *node, active bool) bool {
+	if !n.enabled || !n.reachable {
+		return false
+	}
+	tr := bin.Trailer{Cluster: c.id, Src: c.me(), Dst: n.id}
+	// A node that does not hold the tag reports the holder it knows and
+	// that holder's claim (its highest term if it knows of no holder): a
+	// newcomer adopting the holder must get the holder's own term, not a
+	// higher one that would make the holder's next claims look stale.
+	claim := &wire.ShtagClaim{Trailer: tr, Tag: t.name, Term: t.ownerTerm, Owner: t.owner, Announce: active}
+	if t.owner == 0 {
+		claim.Term = t.maxTerm
+	}
+	if t.state == ShTagActive {
+		claim.Term, claim.Owner, claim.Active = t.term, c.me(), true
+	}
+	if !c.sendRouted(now, n.id, claim) {
+		return false
+	}
+	if active {
+		c.sendRouted(now, n.id, &wire.ShtagActive{Trailer: tr, Tag: t.name})
+	}
+	return true
+}
+
+// activate makes the local node the tag's holder and announces it to every
+// node.
+func (c *cluster) activate(now time.Time, t *shtag) {
+	old, prev := t.state, t.owner
+	t.maxTerm = nextTerm(t.maxTerm)
+	t.term = t.maxTerm
+	t.state, t.owner, t.ownerTerm = ShTagActive, c.me(), t.term
+	t.announce, t.sent = true, map[int32]bool{}
+	for _, n := range c.list {
+		if c.shtagSend(now, t, n, true) {
+			t.sent[n.id] = true
+		}
+	}
+	c.sh.view = nil
+	if prev == c.me() {
+		prev = 0
+	}
+	if old != ShTagActive || prev != 0 {
+		c.shtagChanged(t, old, ShTagActivated, prev, prev != 0)
+	}
+}
+
+// stepDown makes the tag BACKUP because holder announced it.
+func (c *cluster) stepDown(t *shtag, holder, term int32) {
+	old := t.state
+	t.state = ShTagBackup
+	t.owner, t.ownerTerm = holder, term
+	t.announce, t.sent = false, nil
+	c.sh.view = nil
+	if old == ShTagActive {
+		c.shtagChanged(t, old, ShTagTakenOver, holder, false)
+	}
+}
+
+func (c *cluster) recvShtagActive(from *node, msg *wire.ShtagActive) {
+	t, ok := c.shtag(msg.Tag, true)
+	if !ok {
+		if CheckShTagName(msg.Tag) != nil {
+			c.m.stats.Malformed++
+		}
+		return
+	}
+	if t.announced[from.id] {
+		delete(t.announced, from.id)
+		c.m.stats.ShTagLeftToClaim++ // its claim, just before, decided
+		return
+	}
+	// An OpenSIPS node took the tag over: newer than anything known here.
+	t.maxTerm = nextTerm(t.maxTerm)
+	c.stepDown(t, from.id, t.maxTerm)
+}
+
+func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim) {
+	t, ok := c.shtag(msg.Tag, true)
+	if !ok {
+		return
+	}
+	if msg.Announce {
+		if t.announced == nil {
+			t.announced = map[int32]bool{}
+		}
+		t.announced[from.id] = true
+	} else {
+		delete(t.announced, from.id)
+	}
+	c.sh.view = nil
+	t.maxTerm = max(t.maxTerm, msg.Term)
+	if !msg.Active {
+		c.shtagReport(now, from, t, msg)
+		return
+	}
+	if t.state == ShTagActive {
+		if beats(msg.Term, from.id, t.term, c.me()) {
+			c.stepDown(t, from.id, msg.Term)
+			return
+		}
+		// Both held the tag; ours wins. Tell the loser in case our
+		// claim has not reached it.
+		c.shtagSend(now, t, from, false)
+		c.shtagChanged(t, ShTagActive, ShTagConflictWon, from.id, true)
+		return
+	}
+	if t.owner == from.id || !c.holderReachable(t) || beats(msg.Term, from.id, t.ownerTerm, t.owner) {
+		t.owner, t.ownerTerm = from.id, msg.Term
+	}
+}
+
+// shtagReport takes a report from a node that does not hold the tag: the
+// holder it knows of. A node that does not hold the tag either adopts the
+// holder named if it is reachable and its claim beats the one known here
+// (or the holder known here is unreachable). A node that holds the tag
+// answers a reporter that names another holder, or an older claim, with
+// its own claim, and sends it to the holder named too: if that node holds
+// the tag as well (their claims crossed nobody's path, say both were lost
+// by a relay whose routes were changing), the better claim wins as usual;
+// if not, it learns who holds it.
+func (c *cluster) shtagReport(now time.Time, from *node, t *shtag, msg *wire.ShtagClaim) {
+	named := c.nodes[msg.Owner]
+	if named != nil && !named.reachable {
+		named = nil
+	}
+	if t.state == ShTagActive {
+		if msg.Owner != c.me() || msg.Term != t.term {
+			c.shtagSend(now, t, from, false)
+		}
+		if named != nil && named != from {
+			c.shtagSend(now, t, named, false)
+		}
+		return
+	}
+	if named != nil && (!c.holderReachable(t) || beats(msg.Term, msg.Owner, t.ownerTerm, t.owner)) {
+		t.owner, t.ownerTerm = msg.Owner, msg.Term
+	}
+}
+
+// holderReachable reports whether the holder known for a BACKUP tag is a
+// reachable node.
+func (c *cluster) holderReachable(t *shtag) bool {
+	n := c.nodes[t.owner]
+	return n != nil && n.reachable
+}
+
+func (c *cluster) shtagViews() []ShTagView {
+	if c.sh.view == nil && len(c.sh.list) > 0 {
+		v := make([]ShTagView, len(c.sh.list))
+		for i, t := range c.sh.list {
+			v[i] = ShTagView{Name: t.name, State: t.state, Owner: t.owner, Term: t.ownerTerm}
+			if t.state == ShTagActive {
+				v[i].Term = t.term
+			}
+		}
+		c.sh.view = v
+	}
+	return c.sh.view
+}
+
+// ShTag returns the named tag, or nil.
+func (c *ClusterView) ShTag(name string) *ShTagView {
+	if c == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(c.ShTags, name, func(t ShTagView, name string) int { return strings.Compare(t.Name, name) })
+	if !ok {
+		return nil
+	}
+	return &c.ShTags[i]
+}
+
+// --- local commands ---
+
+// ActivateShTag makes the local node the tag's holder (OpenSIPS
+// clusterer_shtag_set_active): the tag becomes ACTIVE and every node of the
+// cluster is told, now or when it comes UP.
+func (m *Machine) ActivateShTag(now time.Time, clusterID int32, name string) error {
+	c, err := m.cluster(clusterID)
+	if err != nil {
+		return err
+	}
+	if err := CheckShTagName(name); err != nil {
+		return err
+	}
+	t, ok := c.shtag(name, true)
+	if !ok {
+		return fmt.Errorf("%w: %d in cluster %d", ErrShTagFull, MaxShTags, clusterID)
+	}
+	c.activate(now, t)
+	m.finishStep(now)
+	return nil
+}
+
+// ReferShTag creates a tag BACKUP unless it exists, as a reference to an
+// unknown tag does in OpenSIPS.
+func (m *Machine) ReferShTag(now time.Time, clusterID int32, name string) error {
+	c, err := m.cluster(clusterID)
+	if err != nil {
+		return err
+	}
+	if err := CheckShTagName(name); err != nil {
+		return err
+	}
+	if _, ok := c.shtag(name, true); !ok {
+		return fmt.Errorf("%w: %d in cluster %d", ErrShTagFull, MaxShTags, clusterID)
+	}
+	m.finishStep(now)
+	return nil
+}
+
+func checkShTagConfig(cl ClusterConfig) error {
+	seen := map[string]bool{}
+	if len(cl.ShTags) > MaxShTags {
+		return fmt.Errorf("%w: cluster %d has %d sharing tags (max %d)", ErrConfig, cl.ID, len(cl.ShTags), MaxShTags)
+	}
+	for _, t := range cl.ShTags {
+		if err := CheckShTagName(t.Name); err != nil {
+			return fmt.Errorf("%w: cluster %d: %v", ErrConfig, cl.ID, err)
+		}
+		if seen[t.Name] {
+			return fmt.Errorf("%w: cluster %d: sharing tag %q configured twice", ErrConfig, cl.ID, t.Name)
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}
