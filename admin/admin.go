@@ -7,35 +7,50 @@
 //
 // Each command is reachable two ways:
 //
-//   - by name: GET or POST /list, /list_topology; POST /set_status,
-//     /send_mi, /broadcast_mi, /remove_node, /reload with the parameters
-//     as a JSON object (or, for GET, a query string). The reply is the
-//     command's result as JSON (an object, or "OK"); a failure is an
-//     HTTP error status with {"error":{"code":N,"message":"..."}}.
+//   - by name: GET or POST /list, /list_topology, /list_cap,
+//     /sync_status; POST /set_status, /send_mi, /broadcast_mi,
+//     /remove_node, /reload, /set_cap_status, /cluster_sync with the
+//     parameters as a JSON object (or, for GET, a query string). The
+//     reply is the command's result as JSON (an object, or "OK"); a
+//     failure is an HTTP error status with
+//     {"error":{"code":N,"message":"..."}}.
 //   - as JSON-RPC 2.0 on POST / with OpenSIPS's MI names
 //     (clusterer_list, clusterer_list_topology, clusterer_set_status,
 //     cluster_send_mi, cluster_broadcast_mi, clusterer_remove_node,
-//     clusterer_reload) and named or positional params, as OpenSIPS's
-//     mi_http module takes them (positional params leave out optional
-//     ones first: clusterer_set_status [1, 0] is cluster_id 1, status 0).
+//     clusterer_reload, clusterer_list_cap, clusterer_set_cap_status) or,
+//     for the commands OpenSIPS has no counterpart of (cluster_sync,
+//     sync_status), their names, and named or positional params, as
+//     OpenSIPS's mi_http module takes them (positional params leave out
+//     optional ones first: clusterer_set_status [1, 0] is cluster_id 1,
+//     status 0).
 //
 // GET / lists the commands and their parameters.
+//
+// # Capabilities
+//
+// list_cap has clusterer_list_cap's shape ("state" is "Ok" or "not
+// synced", "enabled" "yes" or "no", as OpenSIPS 3.1 and later), followed by
+// the sync progress of each local capability and, per cluster, the
+// capability states the other nodes announced. sync_status is one local
+// capability's progress; cluster_sync pulls its data again from a donor,
+// as OpenSIPS's per-module dlg_cluster_sync or ul_cluster_sync do. An
+// unknown cluster or capability is 404; syncing a disabled capability is
+// 409.
 //
 // # Authorization
 //
 // Reading commands are open: mount the handler where only operators reach
 // it. Commands that change something (set_status, send_mi, broadcast_mi,
-// remove_node, reload) need "Authorization: Bearer <Options.Token>"; with
-// no token configured they are refused (403), and a missing or wrong
-// token is 401.
+// remove_node, reload, set_cap_status, cluster_sync) need
+// "Authorization: Bearer <Options.Token>"; with no token configured they
+// are refused (403), and a missing or wrong token is 401.
 //
 // # Extending
 //
 // Commands are values (Command) in a table: builtinCommands lists the
 // node's, and Handle adds the host's own (for example a "dr_reload" that
-// the host also registers with Cluster.RegisterCommand). Capability
-// commands (clusterer_list_cap, set_cap_status, sync status) and sharing
-// tag commands (clusterer_shtag_set_active, clusterer_list_shtags) are a
+// the host also registers with Cluster.RegisterCommand). Sharing tag
+// commands (clusterer_shtag_set_active, clusterer_list_shtags) are a
 // Command each, added to builtinCommands once the node exposes them.
 package admin
 
@@ -87,6 +102,15 @@ type Command struct {
 	Help string
 	// Run executes the command. Its result is marshalled as JSON.
 	Run func(ctx context.Context, p Params) (any, error)
+}
+
+// rpcName is the command's JSON-RPC name: OpenSIPS's, or ours for the
+// commands OpenSIPS does not have.
+func (cmd Command) rpcName() string {
+	if cmd.MI != "" {
+		return cmd.MI
+	}
+	return cmd.Name
 }
 
 // Handler serves the commands. It is safe for concurrent use.
@@ -148,8 +172,11 @@ func asError(err error) *Error {
 	switch {
 	case errors.As(err, &e):
 		return e
-	case errors.Is(err, clusterer.ErrUnknownCluster), errors.Is(err, clusterer.ErrUnknownNode):
+	case errors.Is(err, clusterer.ErrUnknownCluster), errors.Is(err, clusterer.ErrUnknownNode),
+		errors.Is(err, clusterer.ErrUnknownCapability):
 		return errorf(http.StatusNotFound, "%v", err)
+	case errors.Is(err, clusterer.ErrCapabilityDisabled):
+		return errorf(http.StatusConflict, "%v", err)
 	case errors.Is(err, clusterer.ErrConfig), errors.Is(err, clusterer.ErrPacket):
 		return errorf(http.StatusBadRequest, "%v", err)
 	case errors.Is(err, clusterer.ErrDestDown), errors.Is(err, clusterer.ErrCurrentDisabled),
@@ -367,7 +394,7 @@ func rpcParams(cmd Command, raw json.RawMessage) (Params, *Error) {
 			return nil, errorf(http.StatusBadRequest, "params: %v", err)
 		}
 		if len(list) > len(cmd.Params) {
-			return nil, errorf(http.StatusBadRequest, "%s takes at most %d params, got %d", cmd.MI, len(cmd.Params), len(list))
+			return nil, errorf(http.StatusBadRequest, "%s takes at most %d params, got %d", cmd.rpcName(), len(cmd.Params), len(list))
 		}
 		// Fewer values than parameters: the optional ones are left out,
 		// first ones first (clusterer_set_status 1 0 is cluster_id,

@@ -154,7 +154,7 @@ func TestListAndTopologyShapes(t *testing.T) {
 
 func TestMutationsNeedTheToken(t *testing.T) {
 	f := newFixture(t)
-	for _, path := range []string{"/set_status", "/send_mi", "/broadcast_mi", "/remove_node", "/reload"} {
+	for _, path := range []string{"/set_status", "/send_mi", "/broadcast_mi", "/remove_node", "/reload", "/set_cap_status", "/cluster_sync"} {
 		code, body := f.do(t, "POST", path, "", `{}`)
 		require.Equal(t, 401, code, path)
 		require.Contains(t, body, "needs a valid bearer token")

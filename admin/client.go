@@ -118,3 +118,29 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// ListCap calls list_cap.
+func (c *Client) ListCap(ctx context.Context) (CapList, error) {
+	var out CapList
+	err := c.Call(ctx, "list_cap", nil, &out)
+	return out, err
+}
+
+// SetCapStatus enables or disables a capability of the node
+// (set_cap_status).
+func (c *Client) SetCapStatus(ctx context.Context, cluster int, capability string, enabled bool) error {
+	return c.Call(ctx, "set_cap_status", map[string]any{"cluster_id": cluster, "capability": capability, "status": b2i(enabled)}, nil)
+}
+
+// ClusterSync asks the node to pull a capability's data again
+// (cluster_sync).
+func (c *Client) ClusterSync(ctx context.Context, cluster int, capability string) error {
+	return c.Call(ctx, "cluster_sync", map[string]any{"cluster_id": cluster, "capability": capability}, nil)
+}
+
+// SyncStatus calls sync_status.
+func (c *Client) SyncStatus(ctx context.Context, cluster int, capability string) (SyncState, error) {
+	var out SyncState
+	err := c.Call(ctx, "sync_status", map[string]any{"cluster_id": cluster, "capability": capability}, &out)
+	return out, err
+}

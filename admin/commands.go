@@ -64,9 +64,14 @@ type TopologyNode struct {
 	Neighbours []int `json:"Neighbours"`
 }
 
-// builtinCommands are the node's commands. Capability and sharing tag
-// commands join this list as they are built.
+// builtinCommands are the node's commands: the nodes' (here) and the
+// capabilities' (capCommands). Sharing tag commands join this list as they
+// are built.
 func builtinCommands(c *clusterer.Cluster, opts Options) []Command {
+	return append(nodeCommands(c, opts), capCommands(c)...)
+}
+
+func nodeCommands(c *clusterer.Cluster, opts Options) []Command {
 	return []Command{
 		{Name: "list", MI: "clusterer_list", Help: "the nodes of each cluster and the links to them",
 			Run: func(context.Context, Params) (any, error) { return List(c), nil }},

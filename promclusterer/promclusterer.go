@@ -1,7 +1,7 @@
 // Package promclusterer exports a clusterer node's state as Prometheus
 // metrics: the link to every node, reachability and ping round trips, the
-// packets sent, received, relayed and dropped (by reason) and the depth of
-// every queue. It lives apart from package clusterer so that the library
+// packets sent, received, relayed and dropped (by reason), the depth of
+// every queue and the capabilities' sync state. It lives apart from package clusterer so that the library
 // itself does not depend on Prometheus.
 //
 //	reg := prometheus.NewRegistry()
@@ -9,7 +9,8 @@
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
 // Values are read from the node at each scrape (Cluster.Nodes, Stats,
-// Queues); nothing runs between scrapes.
+// Queues, Capabilities, SyncStatus, SyncedNodes); nothing runs between
+// scrapes.
 //
 // # Metrics
 //
@@ -32,6 +33,18 @@
 //	clusterer_packets_dropped_total{reason}     see Stats in package clusterer; reasons below
 //	clusterer_stale_updates_total               duplicate topology updates ignored (normal flooding)
 //	clusterer_write_batches_total, clusterer_framing_errors_total
+//	clusterer_sync_packets_sent_total, clusterer_sync_packets_received_total   SYNC and SYNC_END packets
+//	clusterer_syncs_served_total, clusterer_syncs_serve_failed_total   full syncs donated, completely or not
+//	clusterer_sync_overflows_total              syncs failed for want of buffer room (then repeated)
+//
+// Drop reasons: malformed, unknown_cluster, unknown_node, own_id,
+// source_ip, disabled, unknown_capability, relay_no_route, relay_loop,
+// relay_refused, relay_failed, send_error, reroute_failed, send_queue,
+// handler_queue, inbox_full, unhandled, unknown_command,
+// unanswered_request, reply_dropped, too_many_nodes, sync_lost (sync data
+// a stuck handler could not take), sync_stale (sync data of abandoned
+// sessions), sync_request_refused (sync requests for capabilities absent
+// or disabled here).
 //
 // Gauges of the queues:
 //
@@ -40,13 +53,28 @@
 //	clusterer_inbox_depth, clusterer_inbox_capacity   the protocol loop's input queue
 //	clusterer_handler_queue_depth{kind,cluster,capability}   deliveries waiting per handler goroutine
 //
+// Per local capability (labels cluster, capability), as
+// Cluster.SyncStatus and SyncedNodes report them:
+//
+//	clusterer_capability_status{status}         1 for the current status: not_synced, sync_pending, sync_in_progress, synced, disabled
+//	clusterer_capability_synced                 1 while synced (OpenSIPS's state "Ok")
+//	clusterer_capability_sync_records           records received by the current or last sync
+//	clusterer_capability_sync_bytes             their bytes
+//	clusterer_capability_sync_seconds           how long that sync has run
+//	clusterer_capability_sync_buffered_packets  packets held back until the running sync ends
+//	clusterer_capability_synced_nodes           reachable nodes, this one included, where it is synced
+//
+// and per capability another node announced (labels cluster, node,
+// capability):
+//
+//	clusterer_node_capability_synced            1 while the node announces it synced
+//
 // # Extending
 //
 // The metrics come in groups, each a type with describe and collect
-// methods listed by defaultGroups. Capability sync state and sharing tag
-// states, once the node exposes them, are a group each in a file of their
-// own (for example clusterer_capability_synced{cluster,capability} and
-// clusterer_shtag_active{cluster,tag}), added to that list.
+// methods listed by defaultGroups; the capabilities' is in a file of its
+// own. Sharing tag states, once the node exposes them, are another group
+// (for example clusterer_shtag_active{cluster,tag}) added to that list.
 package promclusterer
 
 import (
@@ -96,7 +124,7 @@ type group interface {
 
 // defaultGroups lists every group; new ones are added here.
 func defaultGroups(d descFunc) []group {
-	return []group{newNodeGroup(d), newStatsGroup(d), newQueueGroup(d)}
+	return []group{newNodeGroup(d), newStatsGroup(d), newQueueGroup(d), newCapGroup(d)}
 }
 
 // descFunc makes a Desc with the collector's namespace and const labels.
@@ -195,6 +223,7 @@ func stateLabel(s clusterer.LinkState) string {
 type statsGroup struct {
 	sent, recv, bytesSent, bytesRecv, moduleSent, relayed, rerouted *prometheus.Desc
 	dropped, stale, batches, framing                                *prometheus.Desc
+	syncSent, syncRecv, syncServed, syncServeFailed, syncOverflow   *prometheus.Desc
 }
 
 func newStatsGroup(d descFunc) *statsGroup {
@@ -210,12 +239,18 @@ func newStatsGroup(d descFunc) *statsGroup {
 		stale:      d("stale_updates_total", "Topology updates already seen (flooding duplicates), ignored."),
 		batches:    d("write_batches_total", "Writes to connections, each a batch of packets."),
 		framing:    d("framing_errors_total", "Connections closed because their stream could not be framed."),
+
+		syncSent:        d("sync_packets_sent_total", "SYNC and SYNC_END packets sent, donating capability data."),
+		syncRecv:        d("sync_packets_received_total", "SYNC and SYNC_END packets received for local capabilities."),
+		syncServed:      d("syncs_served_total", "Full syncs donated to other nodes completely."),
+		syncServeFailed: d("syncs_serve_failed_total", "Full syncs to other nodes abandoned before the end."),
+		syncOverflow:    d("sync_overflows_total", "Syncs failed (and repeated) because more packets arrived meanwhile than the sync buffer holds."),
 	}
 }
 
 func (g *statsGroup) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.sent, g.recv, g.bytesSent, g.bytesRecv, g.moduleSent, g.relayed,
-		g.rerouted, g.dropped, g.stale, g.batches, g.framing} {
+		g.rerouted, g.dropped, g.stale, g.batches, g.framing, g.syncSent, g.syncRecv, g.syncServed, g.syncServeFailed, g.syncOverflow} {
 		ch <- d
 	}
 }
@@ -246,6 +281,9 @@ var dropReasons = []struct {
 	{"unanswered_request", func(s *clusterer.Stats) uint64 { return s.Unanswered }},
 	{"reply_dropped", func(s *clusterer.Stats) uint64 { return s.ReplyDropped }},
 	{"too_many_nodes", func(s *clusterer.Stats) uint64 { return s.TooManyNodes }},
+	{"sync_lost", func(s *clusterer.Stats) uint64 { return s.SyncLost }},
+	{"sync_stale", func(s *clusterer.Stats) uint64 { return s.SyncStale }},
+	{"sync_request_refused", func(s *clusterer.Stats) uint64 { return s.SyncReqDropped }},
 }
 
 func (g *statsGroup) collect(c *clusterer.Cluster, ch chan<- prometheus.Metric) {
@@ -266,6 +304,11 @@ func (g *statsGroup) collect(c *clusterer.Cluster, ch chan<- prometheus.Metric) 
 	counter(g.stale, s.StaleUpdates)
 	counter(g.batches, s.WriteBatches)
 	counter(g.framing, s.FramingErrors)
+	counter(g.syncSent, s.SyncFramesSent)
+	counter(g.syncRecv, s.SyncFramesReceived)
+	counter(g.syncServed, s.SyncServed)
+	counter(g.syncServeFailed, s.SyncServeFailed)
+	counter(g.syncOverflow, s.SyncOverflow)
 }
 
 // --- queues ---

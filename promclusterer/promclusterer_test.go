@@ -185,6 +185,9 @@ sip_packets_dropped_total{instance="b",reason="reroute_failed"} 0
 sip_packets_dropped_total{instance="b",reason="send_error"} 0
 sip_packets_dropped_total{instance="b",reason="send_queue"} 0
 sip_packets_dropped_total{instance="b",reason="source_ip"} 0
+sip_packets_dropped_total{instance="b",reason="sync_lost"} 0
+sip_packets_dropped_total{instance="b",reason="sync_request_refused"} 0
+sip_packets_dropped_total{instance="b",reason="sync_stale"} 0
 sip_packets_dropped_total{instance="b",reason="too_many_nodes"} 0
 sip_packets_dropped_total{instance="b",reason="unanswered_request"} 0
 sip_packets_dropped_total{instance="b",reason="unhandled"} 0

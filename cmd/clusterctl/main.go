@@ -8,6 +8,10 @@
 //	clusterctl [flags] reload                              re-read the provisioning database
 //	clusterctl [flags] send-mi CLUSTER NODE CMD [PARAM...] run a command on a node
 //	clusterctl [flags] broadcast-mi CLUSTER CMD [PARAM...] run a command on every node
+//	clusterctl [flags] caps                                capabilities and their sync state, per cluster
+//	clusterctl [flags] set-cap-status CLUSTER CAP 0|1      disable/enable a capability of the node
+//	clusterctl [flags] sync CLUSTER CAP                    pull a capability's data from a donor again
+//	clusterctl [flags] sync-status CLUSTER CAP             a capability's sync progress
 //
 // Flags: --addr (or $CLUSTERCTL_ADDR, default http://127.0.0.1:8080/admin),
 // --token (or $CLUSTERCTL_TOKEN, needed by the commands that change
@@ -46,6 +50,10 @@ commands:
   reload                                re-read the provisioned nodes
   send-mi CLUSTER NODE CMD [PARAM...]   run CMD on NODE
   broadcast-mi CLUSTER CMD [PARAM...]   run CMD on every node of CLUSTER
+  caps                                  capabilities: local sync state, and the other nodes' states
+  set-cap-status CLUSTER CAP 0|1        disable (0) or enable (1) capability CAP on the node
+  sync CLUSTER CAP                      pull CAP's data from a donor again (re-sync)
+  sync-status CLUSTER CAP               CAP's sync state and progress on the node
 `
 
 // errUsage: bad command line (exit 2).
@@ -177,6 +185,35 @@ func (c *cli) do(ctx context.Context, cmd string, args []string) error {
 			return err
 		}
 		return c.ok(c.c.BroadcastMI(ctx, n[0], args[1], args[2:]...))
+	case "caps":
+		if len(args) != 0 {
+			return usagef("caps takes no arguments")
+		}
+		return c.caps(ctx)
+	case "set-cap-status":
+		if len(args) != 3 {
+			return usagef("set-cap-status CLUSTER CAP 0|1")
+		}
+		if st := args[2]; st != "0" && st != "1" {
+			return usagef("status %q must be 0 or 1", st)
+		}
+		n, err := ints([]string{"CLUSTER"}, args)
+		if err != nil {
+			return err
+		}
+		return c.ok(c.c.SetCapStatus(ctx, n[0], args[1], args[2] == "1"))
+	case "sync", "sync-status":
+		if len(args) != 2 {
+			return usagef("%s CLUSTER CAP", cmd)
+		}
+		n, err := ints([]string{"CLUSTER"}, args)
+		if err != nil {
+			return err
+		}
+		if cmd == "sync" {
+			return c.ok(c.c.ClusterSync(ctx, n[0], args[1]))
+		}
+		return c.syncStatus(ctx, n[0], args[1])
 	}
 	return usagef("unknown command %q", cmd)
 }
