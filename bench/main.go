@@ -2,11 +2,13 @@
 // throughput and round-trip latency against raw TCP baselines measured in
 // the same run, failure detection on a 20-node cluster (crash and silent
 // blackhole), convergence of a 100-node cluster on the deterministic
-// simulator, and request/reply messaging (Request, Broadcast).
+// simulator, request/reply messaging (Request, Broadcast), and a full
+// capability sync of a million records under a stream of updates.
 //
 //	go run ./bench -scenario all
 //	go run ./bench -scenario throughput,latency
 //	go run ./bench -scenario request
+//	go run ./bench -scenario sync
 //
 // The machine may be small and noisy: every figure that matters is a
 // ratio against a baseline taken in the same run.
@@ -25,7 +27,7 @@ import (
 	"time"
 )
 
-var scenarios = []string{"throughput", "latency", "failure", "sim", "request"}
+var scenarios = []string{"throughput", "latency", "failure", "sim", "request", "sync"}
 
 func main() {
 	var (
@@ -56,6 +58,15 @@ func main() {
 		reqWindow  = flag.Duration("req-window", 2*time.Second, "request: measured time per side of the concurrent Requests")
 		bcastNodes = flag.Int("bcast-nodes", 20, "request: nodes answering each Broadcast (plus the asker; at most 127)")
 		bcasts     = flag.Int("bcasts", 2000, "request: Broadcasts per side")
+		syncRecs   = flag.Int("sync-records", 1000000, "sync: records on the donor")
+		syncSize   = flag.Int("sync-record-size", 200, "sync: bytes per record, key included")
+		syncKey    = flag.Int("sync-key-len", 16, "sync: key bytes at the start of each record")
+		syncRate   = flag.Float64("sync-update-rate", 1000, "sync: updates per second the donor applies and replicates during the sync")
+		syncIns    = flag.Float64("sync-insert-frac", 0.1, "sync: fraction of the updates that add a new key (the others change one)")
+		syncRounds = flag.Int("sync-rounds", 1, "sync: syncs, each to a new joiner")
+		syncRaws   = flag.Int("sync-raws", 1, "sync: raw-TCP baselines before the first sync and after each")
+		syncPkt    = flag.Int("sync-packet-max", 0, "sync: Config.SyncPacketMaxSize of the donor (0: the default, 32768)")
+		syncProf   = flag.String("sync-cpuprofile", "", "sync: CPU profile of each sync (Start to SyncDone) to this file, suffixed .<round>")
 	)
 	flag.Parse()
 	setVerbose(*verbose)
@@ -82,7 +93,8 @@ func main() {
 		}
 	}
 	if *failNodes < 2 || *failNodes > 250 || *tpRounds < 1 || *rtts < 4 || *senders < 1 ||
-		*reqRTTs < 4 || *reqPayload < 1 || *reqConc < 1 || *reqWindow <= 0 || *bcastNodes < 1 || *bcastNodes > 127 || *bcasts < 4 {
+		*reqRTTs < 4 || *reqPayload < 1 || *reqConc < 1 || *reqWindow <= 0 || *bcastNodes < 1 || *bcastNodes > 127 || *bcasts < 4 ||
+		*syncRecs < 1 || *syncKey < 8 || *syncSize <= *syncKey || *syncRate < 0 || *syncIns < 0 || *syncIns > 1 || *syncRounds < 1 || *syncRaws < 1 {
 		fmt.Fprintln(os.Stderr, "bench: bad flag value")
 		os.Exit(2)
 	}
@@ -144,6 +156,11 @@ func main() {
 	run("request", func() error {
 		return runRequest(reqOptions{rtts: *reqRTTs, rounds: 4, payload: *reqPayload, warmup: 1000, concurrency: *reqConc,
 			window: *reqWindow, responders: *bcastNodes, bcasts: *bcasts}, rep)
+	})
+
+	run("sync", func() error {
+		return runSync(syncOptions{records: *syncRecs, recordSize: *syncSize, keyLen: *syncKey, updateRate: *syncRate,
+			insertFrac: *syncIns, rounds: *syncRounds, raws: *syncRaws, packetMax: *syncPkt, cpuProfile: *syncProf}, rep)
 	})
 
 	section("summary")
