@@ -13,6 +13,7 @@ import (
 
 	"github.com/clusterer-go/clusterer/bin"
 	"github.com/clusterer-go/clusterer/internal/core"
+	"github.com/clusterer-go/clusterer/internal/peer"
 	"github.com/clusterer-go/clusterer/internal/wire"
 )
 
@@ -257,6 +258,9 @@ func (w *SyncWriter) end() error {
 	return w.c.sendSyncFrame(w.ctx, w.cluster, w.dst, frame)
 }
 
+// errSyncRoom: the hop's queue has no room for sync data now.
+var errSyncRoom = fmt.Errorf("%w: sync data waits for room", peer.ErrQueueFull)
+
 // sendSyncFrame queues a sync frame for dst through its current next hop,
 // waiting while the hop's queue is full: a sync is bulk data, and pacing it
 // to the network beats failing it. It gives up when ctx ends, after the
@@ -303,13 +307,19 @@ func (c *Cluster) sendSyncFrame(ctx context.Context, cluster, dst int32, frame [
 			continue
 		}
 		downSince = time.Time{}
-		err := c.peers.Send(hop.Addr, frame)
+		// Sync data takes at most half of the hop's queue, so the
+		// capability's ordinary replication, sent meanwhile by the host,
+		// still finds room (a full queue would refuse it).
+		err := errSyncRoom
+		if q, bound := c.peers.Queued(hop.Addr); q+len(frame) <= bound/2 || q == 0 {
+			err = c.peers.Send(hop.Addr, frame)
+		}
 		if err == nil {
 			c.act(cluster, hop.ID).sent.Add(1)
 			c.stats.syncFramesSent.Add(1)
 			return nil
 		}
-		if linkBroken(err) {
+		if err != errSyncRoom && linkBroken(err) {
 			c.enqueue(input{kind: inFailure, addr: hop.Addr})
 			// The loop reroutes or declares dst down; try again then.
 		}

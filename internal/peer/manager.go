@@ -541,3 +541,17 @@ func (m *Manager) onFailure(addr string, err error, unsent []byte) {
 		m.cfg.OnFailure(addr, err, unsent)
 	}
 }
+
+// Queued returns the bytes queued for addr and not yet written, and the
+// queue's bound. Bulk senders use it to leave room for other traffic.
+func (m *Manager) Queued(addr string) (queued, bound int) {
+	m.mu.RLock()
+	p := m.peers[addr]
+	m.mu.RUnlock()
+	if p != nil {
+		p.mu.Lock()
+		queued = len(p.pending) + p.inflight
+		p.mu.Unlock()
+	}
+	return queued, m.cfg.QueueBytes
+}
