@@ -140,6 +140,14 @@ func (r SyncRecord) Decode(v any) error {
 // arrived during the sync, so that a NodeDown during the sync comes after
 // the records and the node's own held-back packets: a handler dropping a
 // node's data at its NodeDown is not undone by them.
+//
+// Packets are held back from the moment the sync is requested, so every
+// update the donor sent after the records it changed is applied after
+// them. An update that reached this node before the request and the
+// donor only later (it came from a third node) can still be overwritten
+// by the donor's older record: hosts whose data is written on several
+// nodes should stamp records (owner, version) and keep the newest, as
+// examples/callcount does, or restrict donors (CapabilityConfig.Donor).
 type SyncReceiver interface {
 	HandleSyncRecord(r SyncRecord)
 }
