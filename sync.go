@@ -455,7 +455,8 @@ type syncRecv struct {
 	active   bool
 	donor    int32
 	gotData  bool   // something of the session's stream arrived
-	gen      uint64 // session number
+	gen      uint64 // session number (receiving side)
+	coreGen  uint64 // the machine's number of the session; 0 if it began unasked
 	count    int64  // records received in the session
 	total    int64  // announced by SYNC_END; -1 before it
 	buffered []delivery
@@ -521,12 +522,14 @@ func (cp *capability) handleSync(it *syncItem) {
 		// update it sends meanwhile may overtake the record it changed,
 		// and must still be applied after it.
 		if r.active && r.donor == it.src {
+			r.coreGen = it.gen // the machine's number for a session begun unasked
 			return
 		}
 		if r.active {
 			cp.endSession(ErrSyncRestarted, false)
 		}
 		cp.begin(it.src, false)
+		r.coreGen = it.gen
 	case opAbort:
 		if r.active && (it.src == 0 || it.src == r.donor) {
 			if r.gotData && !errors.Is(it.err, ErrDonorDown) {
@@ -594,6 +597,7 @@ func (cp *capability) begin(donor int32, unasked bool) bool {
 	r := &cp.recv
 	r.active, r.donor, r.count, r.total, r.gotData = true, donor, 0, -1, false
 	r.gen++
+	r.coreGen = 0
 	r.donorID.Store(donor)
 	r.records.Store(0)
 	r.bytes.Store(0)
@@ -643,7 +647,7 @@ func (cp *capability) checkEnd() {
 // the data plane decided the outcome, tells the machine.
 func (cp *capability) endSession(err error, report bool) {
 	r := &cp.recv
-	donor := r.donor
+	donor, gen := r.donor, r.coreGen
 	buffered := r.buffered
 	r.active, r.donor, r.buffered = false, 0, nil
 	r.donorID.Store(0)
@@ -674,7 +678,7 @@ func (cp *capability) endSession(err error, report bool) {
 	go func() {
 		defer d.wg.Done()
 		_ = cp.c.do(d.ctx, func(m *core.Machine, now time.Time) error {
-			m.SyncFinished(now, key.cluster, key.name, donor, err)
+			m.SyncFinished(now, key.cluster, key.name, donor, gen, err)
 			return nil
 		})
 	}()
@@ -760,7 +764,7 @@ func (c *Cluster) syncEvent(e core.Event) {
 		return
 	case core.SyncStart:
 		ev.Kind = SyncStarted
-		cp.box.force(delivery{sync: &syncItem{op: opStart, src: e.Node}})
+		cp.box.force(delivery{sync: &syncItem{op: opStart, src: e.Node, gen: e.Gen}})
 		log.Info("sync started")
 	case core.SyncDone:
 		ev.Kind = SyncDone

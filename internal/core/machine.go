@@ -167,6 +167,7 @@ type Event struct {
 	Msg     wire.Message   // for Message
 	Cap     *wire.CapState // for CapabilityChanged
 	CapName string         // for the Sync events
+	Gen     uint64         // for SyncStart: the session's number
 	Err     error          // for SyncAbort and SyncFailed
 	ShTag   *ShTagChange   // for ShTagChanged
 }

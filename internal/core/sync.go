@@ -116,6 +116,12 @@ type localCap struct {
 
 	phase syncPhase
 	donor int32
+	// gen numbers the sessions (SyncStart events carry it) so that the
+	// end of an abandoned session, reported late, is not taken for the
+	// end of the one that replaced it; unasked: the session began with
+	// data nobody requested, whose end the runtime reports with gen 0.
+	gen     uint64
+	unasked bool
 	// since is when the pending request began (for the seed fallback) or
 	// when data last arrived, or the request was sent (for the timeout).
 	since time.Time
@@ -226,23 +232,26 @@ func (m *Machine) SyncData(now time.Time, clusterID int32, name string, donor in
 	case lc.ok && lc.phase == phaseIdle:
 		return // data for a synced capability is applied without a session
 	default:
-		lc.phase, lc.donor = phaseReceiving, donor
-		m.events = append(m.events, Event{Kind: SyncStart, Cluster: clusterID, Node: donor, CapName: name})
+		lc.phase, lc.donor, lc.unasked = phaseReceiving, donor, true
+		lc.gen++
+		m.events = append(m.events, Event{Kind: SyncStart, Cluster: clusterID, Node: donor, CapName: name, Gen: lc.gen})
 	}
 	lc.since = now
 	m.finishStep(now)
 }
 
 // SyncFinished reports the end of a sync session on the data plane: err is
-// nil when every chunk SYNC_END announced was delivered. On success the
+// nil when every chunk SYNC_END announced was delivered. gen is the
+// session's number from its SyncStart event, 0 for a session the runtime
+// began on unasked data before that event reached it. On success the
 // capability becomes synced and says so; otherwise another sync is
 // requested.
-func (m *Machine) SyncFinished(now time.Time, clusterID int32, name string, donor int32, err error) {
+func (m *Machine) SyncFinished(now time.Time, clusterID int32, name string, donor int32, gen uint64, err error) {
 	c, lc, cerr := m.capOf(clusterID, name)
 	if cerr != nil || !lc.enabled {
 		return
 	}
-	if lc.phase == phaseIdle || lc.donor != donor {
+	if lc.phase == phaseIdle || lc.donor != donor || gen != lc.gen && !(gen == 0 && lc.unasked) {
 		return // a session this machine already gave up
 	}
 	if err != nil {
@@ -379,8 +388,9 @@ func (c *cluster) syncStep(now time.Time) {
 		if lc.phase == phasePending {
 			if d := c.donorFor(lc); d != nil &&
 				c.sendRouted(now, d.id, &wire.SyncReq{Trailer: bin.Trailer{Cluster: c.id, Src: c.me(), Dst: d.id}, Capability: lc.name}) {
-				lc.phase, lc.donor, lc.since = phaseRequested, d.id, now
-				c.m.events = append(c.m.events, Event{Kind: SyncStart, Cluster: c.id, Node: d.id, CapName: lc.name})
+				lc.phase, lc.donor, lc.since, lc.unasked = phaseRequested, d.id, now, false
+				lc.gen++
+				c.m.events = append(c.m.events, Event{Kind: SyncStart, Cluster: c.id, Node: d.id, CapName: lc.name, Gen: lc.gen})
 			}
 		}
 		if len(lc.waiting) > 0 {

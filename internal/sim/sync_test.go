@@ -58,8 +58,14 @@ func serveAll(s *Sim, served map[[2]int32]int) {
 			}
 			served[k] = n
 			j := s.Node(e.Node)
+			var gen uint64
+			for _, st := range eventsOf(j, core.SyncStart) {
+				if st.Node == id && st.CapName == e.CapName {
+					gen = st.Gen
+				}
+			}
 			j.M.SyncData(s.Now(), cl, e.CapName, id)
-			j.M.SyncFinished(s.Now(), cl, e.CapName, id, nil)
+			j.M.SyncFinished(s.Now(), cl, e.CapName, id, gen, nil)
 			s.flush(j)
 		}
 	}
@@ -169,8 +175,17 @@ func TestSyncDonorLostMidSync(t *testing.T) {
 	require.ErrorIs(t, abort[0].Err, core.ErrDonorDown)
 	require.Equal(t, int32(1), eventsOf(j, core.SyncStart)[1].Node)
 	// A late finish of the abandoned session changes nothing.
-	j.M.SyncFinished(s.Now(), cl, capName, 2, nil)
+	first := eventsOf(j, core.SyncStart)[0].Gen
+	j.M.SyncFinished(s.Now(), cl, capName, 2, first, nil)
 	require.NotEqual(t, core.CapSynced, capStatus(j))
+	// So does the late end of a session replaced by one from the same
+	// donor (a route flap): only the current session's number counts.
+	second := eventsOf(j, core.SyncStart)[1].Gen
+	require.Greater(t, second, first)
+	j.M.SyncFinished(s.Now(), cl, capName, 1, first, nil)
+	require.NotEqual(t, core.CapSynced, capStatus(j))
+	j.M.SyncFinished(s.Now(), cl, capName, 1, second, nil)
+	require.Equal(t, core.CapSynced, capStatus(j))
 }
 
 // A session that receives nothing times out and is requested again.
