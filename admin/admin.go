@@ -8,8 +8,9 @@
 // Each command is reachable two ways:
 //
 //   - by name: GET or POST /list, /list_topology, /list_cap,
-//     /sync_status; POST /set_status, /send_mi, /broadcast_mi,
-//     /remove_node, /reload, /set_cap_status, /cluster_sync with the
+//     /sync_status, /list_shtags; POST /set_status, /send_mi,
+//     /broadcast_mi, /remove_node, /reload, /set_cap_status,
+//     /cluster_sync, /shtag_set_active with the
 //     parameters as a JSON object (or, for GET, a query string). The
 //     reply is the command's result as JSON (an object, or "OK"); a
 //     failure is an HTTP error status with
@@ -17,7 +18,8 @@
 //   - as JSON-RPC 2.0 on POST / with OpenSIPS's MI names
 //     (clusterer_list, clusterer_list_topology, clusterer_set_status,
 //     cluster_send_mi, cluster_broadcast_mi, clusterer_remove_node,
-//     clusterer_reload, clusterer_list_cap, clusterer_set_cap_status) or,
+//     clusterer_reload, clusterer_list_cap, clusterer_set_cap_status,
+//     clusterer_list_shtags, clusterer_shtag_set_active) or,
 //     for the commands OpenSIPS has no counterpart of (cluster_sync,
 //     sync_status), their names, and named or positional params, as
 //     OpenSIPS's mi_http module takes them (positional params leave out
@@ -37,11 +39,20 @@
 // unknown cluster or capability is 404; syncing a disabled capability is
 // 409.
 //
+// # Sharing tags
+//
+// list_shtags is clusterer_list_shtags: an array of {"Tag", "Cluster",
+// "State"} ("active" or "backup"), each followed by the holder as the node
+// knows it, the holder's term and the reason (and other node) of the tag's
+// last change as the Handler saw it. shtag_set_active takes "tag" as
+// "name/cluster_id" (clusterer_shtag_set_active vip/1) and makes the node
+// the tag's holder; a malformed tag is 400, an unknown cluster 404.
+//
 // # Authorization
 //
 // Reading commands are open: mount the handler where only operators reach
 // it. Commands that change something (set_status, send_mi, broadcast_mi,
-// remove_node, reload, set_cap_status, cluster_sync) need
+// remove_node, reload, set_cap_status, cluster_sync, shtag_set_active) need
 // "Authorization: Bearer <Options.Token>"; with no token configured they
 // are refused (403), and a missing or wrong token is 401.
 //
@@ -49,9 +60,7 @@
 //
 // Commands are values (Command) in a table: builtinCommands lists the
 // node's, and Handle adds the host's own (for example a "dr_reload" that
-// the host also registers with Cluster.RegisterCommand). Sharing tag
-// commands (clusterer_shtag_set_active, clusterer_list_shtags) are a
-// Command each, added to builtinCommands once the node exposes them.
+// the host also registers with Cluster.RegisterCommand).
 package admin
 
 import (
@@ -122,7 +131,9 @@ type Handler struct {
 	cmds []Command
 }
 
-// New returns a Handler for node c.
+// New returns a Handler for node c. It subscribes to c's events
+// (Cluster.Subscribe) to remember each sharing tag's last change, until c
+// is closed; created before c.Start, it also sees the configured states.
 func New(c *clusterer.Cluster, opts Options) *Handler {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
@@ -131,7 +142,7 @@ func New(c *clusterer.Cluster, opts Options) *Handler {
 		opts.MaxBody = 64 << 10
 	}
 	h := &Handler{c: c, opts: opts}
-	h.cmds = builtinCommands(c, opts)
+	h.cmds = builtinCommands(c, opts, newShTagTracker(c))
 	return h
 }
 
@@ -177,7 +188,7 @@ func asError(err error) *Error {
 		return errorf(http.StatusNotFound, "%v", err)
 	case errors.Is(err, clusterer.ErrCapabilityDisabled):
 		return errorf(http.StatusConflict, "%v", err)
-	case errors.Is(err, clusterer.ErrConfig), errors.Is(err, clusterer.ErrPacket):
+	case errors.Is(err, clusterer.ErrConfig), errors.Is(err, clusterer.ErrPacket), errors.Is(err, clusterer.ErrShTag):
 		return errorf(http.StatusBadRequest, "%v", err)
 	case errors.Is(err, clusterer.ErrDestDown), errors.Is(err, clusterer.ErrCurrentDisabled),
 		errors.Is(err, clusterer.ErrNotStarted), errors.Is(err, clusterer.ErrClosed):

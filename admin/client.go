@@ -144,3 +144,16 @@ func (c *Client) SyncStatus(ctx context.Context, cluster int, capability string)
 	err := c.Call(ctx, "sync_status", map[string]any{"cluster_id": cluster, "capability": capability}, &out)
 	return out, err
 }
+
+// ListShTags calls list_shtags.
+func (c *Client) ListShTags(ctx context.Context) ([]ShTag, error) {
+	var out []ShTag
+	err := c.Call(ctx, "list_shtags", nil, &out)
+	return out, err
+}
+
+// ShTagSetActive makes the node the holder of a sharing tag, given as
+// "name/cluster_id" (shtag_set_active).
+func (c *Client) ShTagSetActive(ctx context.Context, tag string) error {
+	return c.Call(ctx, "shtag_set_active", map[string]any{"tag": tag}, nil)
+}

@@ -64,11 +64,10 @@ type TopologyNode struct {
 	Neighbours []int `json:"Neighbours"`
 }
 
-// builtinCommands are the node's commands: the nodes' (here) and the
-// capabilities' (capCommands). Sharing tag commands join this list as they
-// are built.
-func builtinCommands(c *clusterer.Cluster, opts Options) []Command {
-	return append(nodeCommands(c, opts), capCommands(c)...)
+// builtinCommands are the node's commands: the nodes' (here), the
+// capabilities' (capCommands) and the sharing tags' (shtagCommands).
+func builtinCommands(c *clusterer.Cluster, opts Options, tr *shtagTracker) []Command {
+	return slices.Concat(nodeCommands(c, opts), capCommands(c), shtagCommands(c, tr))
 }
 
 func nodeCommands(c *clusterer.Cluster, opts Options) []Command {

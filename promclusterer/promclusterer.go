@@ -1,15 +1,16 @@
 // Package promclusterer exports a clusterer node's state as Prometheus
 // metrics: the link to every node, reachability and ping round trips, the
 // packets sent, received, relayed and dropped (by reason), the depth of
-// every queue and the capabilities' sync state. It lives apart from package clusterer so that the library
-// itself does not depend on Prometheus.
+// every queue, the capabilities' sync state and the sharing tags' states.
+// It lives apart from package clusterer so that the library itself does
+// not depend on Prometheus.
 //
 //	reg := prometheus.NewRegistry()
 //	reg.MustRegister(promclusterer.New(node))
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
 // Values are read from the node at each scrape (Cluster.Nodes, Stats,
-// Queues, Capabilities, SyncStatus, SyncedNodes); nothing runs between
+// Queues, Capabilities, SyncStatus, SyncedNodes, ShTags); nothing runs between
 // scrapes.
 //
 // # Metrics
@@ -36,6 +37,7 @@
 //	clusterer_sync_packets_sent_total, clusterer_sync_packets_received_total   SYNC and SYNC_END packets
 //	clusterer_syncs_served_total, clusterer_syncs_serve_failed_total   full syncs donated, completely or not
 //	clusterer_sync_overflows_total              syncs failed for want of buffer room (then repeated)
+//	clusterer_shtags_not_created_total          sharing tags not created: their cluster holds 1024 (Stats.TooManyShTags)
 //
 // Drop reasons: malformed, unknown_cluster, unknown_node, own_id,
 // source_ip, disabled, unknown_capability, relay_no_route, relay_loop,
@@ -69,12 +71,21 @@
 //
 //	clusterer_node_capability_synced            1 while the node announces it synced
 //
+// Per sharing tag the node knows (labels cluster, tag), as Cluster.ShTags
+// reports them:
+//
+//	clusterer_shtag_active                      1 while active on the local node, 0 while backup
+//	clusterer_shtag_term                        the holder's term (grows with every activation)
+//	clusterer_shtag_holder                      the node taken for the holder, 0 when unknown
+//
+// The node counts no tag changes; a change shows as shtag_active flipping
+// (or, among Go nodes, shtag_term growing).
+//
 // # Extending
 //
 // The metrics come in groups, each a type with describe and collect
-// methods listed by defaultGroups; the capabilities' is in a file of its
-// own. Sharing tag states, once the node exposes them, are another group
-// (for example clusterer_shtag_active{cluster,tag}) added to that list.
+// methods listed by defaultGroups; the capabilities' and the sharing tags'
+// are in files of their own.
 package promclusterer
 
 import (
@@ -124,7 +135,7 @@ type group interface {
 
 // defaultGroups lists every group; new ones are added here.
 func defaultGroups(d descFunc) []group {
-	return []group{newNodeGroup(d), newStatsGroup(d), newQueueGroup(d), newCapGroup(d)}
+	return []group{newNodeGroup(d), newStatsGroup(d), newQueueGroup(d), newCapGroup(d), newShTagGroup(d)}
 }
 
 // descFunc makes a Desc with the collector's namespace and const labels.
@@ -224,6 +235,7 @@ type statsGroup struct {
 	sent, recv, bytesSent, bytesRecv, moduleSent, relayed, rerouted *prometheus.Desc
 	dropped, stale, batches, framing                                *prometheus.Desc
 	syncSent, syncRecv, syncServed, syncServeFailed, syncOverflow   *prometheus.Desc
+	shtagsFull                                                      *prometheus.Desc
 }
 
 func newStatsGroup(d descFunc) *statsGroup {
@@ -245,12 +257,13 @@ func newStatsGroup(d descFunc) *statsGroup {
 		syncServed:      d("syncs_served_total", "Full syncs donated to other nodes completely."),
 		syncServeFailed: d("syncs_serve_failed_total", "Full syncs to other nodes abandoned before the end."),
 		syncOverflow:    d("sync_overflows_total", "Syncs failed (and repeated) because more packets arrived meanwhile than the sync buffer holds."),
+		shtagsFull:      d("shtags_not_created_total", "Sharing tags not created, named by a packet or locally, because their cluster holds 1024."),
 	}
 }
 
 func (g *statsGroup) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.sent, g.recv, g.bytesSent, g.bytesRecv, g.moduleSent, g.relayed,
-		g.rerouted, g.dropped, g.stale, g.batches, g.framing, g.syncSent, g.syncRecv, g.syncServed, g.syncServeFailed, g.syncOverflow} {
+		g.rerouted, g.dropped, g.stale, g.batches, g.framing, g.syncSent, g.syncRecv, g.syncServed, g.syncServeFailed, g.syncOverflow, g.shtagsFull} {
 		ch <- d
 	}
 }
@@ -309,6 +322,7 @@ func (g *statsGroup) collect(c *clusterer.Cluster, ch chan<- prometheus.Metric) 
 	counter(g.syncServed, s.SyncServed)
 	counter(g.syncServeFailed, s.SyncServeFailed)
 	counter(g.syncOverflow, s.SyncOverflow)
+	counter(g.shtagsFull, s.TooManyShTags)
 }
 
 // --- queues ---

@@ -12,6 +12,8 @@
 //	clusterctl [flags] set-cap-status CLUSTER CAP 0|1      disable/enable a capability of the node
 //	clusterctl [flags] sync CLUSTER CAP                    pull a capability's data from a donor again
 //	clusterctl [flags] sync-status CLUSTER CAP             a capability's sync progress
+//	clusterctl [flags] shtags                              sharing tags: state, holder, last change
+//	clusterctl [flags] shtag set-active NAME/CLUSTER       make the node a sharing tag's holder (also shtag-set-active)
 //
 // Flags: --addr (or $CLUSTERCTL_ADDR, default http://127.0.0.1:8080/admin),
 // --token (or $CLUSTERCTL_TOKEN, needed by the commands that change
@@ -54,6 +56,9 @@ commands:
   set-cap-status CLUSTER CAP 0|1        disable (0) or enable (1) capability CAP on the node
   sync CLUSTER CAP                      pull CAP's data from a donor again (re-sync)
   sync-status CLUSTER CAP               CAP's sync state and progress on the node
+  shtags                                sharing tags: state, holder, term, last change
+  shtag set-active NAME/CLUSTER         make the node the holder of a sharing tag (vip/1);
+                                        the other nodes go backup (also: shtag-set-active)
 `
 
 // errUsage: bad command line (exit 2).
@@ -214,6 +219,18 @@ func (c *cli) do(ctx context.Context, cmd string, args []string) error {
 			return c.ok(c.c.ClusterSync(ctx, n[0], args[1]))
 		}
 		return c.syncStatus(ctx, n[0], args[1])
+	case "shtags":
+		if len(args) != 0 {
+			return usagef("shtags takes no arguments")
+		}
+		return c.shtags(ctx)
+	case "shtag":
+		return c.shtag(ctx, args)
+	case "shtag-set-active":
+		if len(args) != 1 {
+			return usagef("shtag-set-active NAME/CLUSTER")
+		}
+		return c.shtagSetActive(ctx, args[0])
 	}
 	return usagef("unknown command %q", cmd)
 }
