@@ -247,9 +247,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return err
 	}
 	defer node.Close()
-	if err := node.Start(ctx); err != nil {
-		return err
-	}
 	reload := func(ctx context.Context) error {
 		err := prov.Reload(ctx, node)
 		if err != nil {
@@ -257,6 +254,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		} else {
 			log.Info("reloaded the provisioned nodes")
 		}
+		return err
+	}
+	// Made before Start, so that it sees the configured sharing tags'
+	// first states.
+	adminHandler := admin.New(node, admin.Options{Token: cfg.token, Reload: reload})
+	if err := node.Start(ctx); err != nil {
 		return err
 	}
 
@@ -270,7 +273,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(promclusterer.New(node), collectors.NewGoCollector())
 		mux := http.NewServeMux()
-		mux.Handle("/admin/", http.StripPrefix("/admin", admin.New(node, admin.Options{Token: cfg.token, Reload: reload})))
+		mux.Handle("/admin/", http.StripPrefix("/admin", adminHandler))
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { srvDone <- srv.Serve(ln) }()
