@@ -2,6 +2,7 @@ package clusterer
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -145,43 +146,40 @@ type capKey struct {
 }
 
 type capability struct {
-	key   capKey
-	box   *mailbox[delivery]
-	slabs slab
+	key capKey
+	box *mailbox[delivery]
 }
 
-// slab copies packet bodies for handlers into shared chunks: one
+// bodySlab copies packet bodies for handlers into shared chunks: one
 // allocation per chunk instead of one per packet. Each body is capped at
 // its length, so a handler appending to it gets a copy; a chunk is freed
-// when the last body in it is.
-type slab struct {
-	mu   sync.Mutex
+// when the last body in it is. Each connection's receiver has its own, so
+// copying takes no lock.
+type bodySlab struct {
 	free []byte
 }
 
-const slabSize = 64 << 10
+const slabSize = 32 << 10
 
-func (s *slab) copy(b []byte) []byte {
+func (s *bodySlab) copy(b []byte) []byte {
 	if len(b) > slabSize/8 {
 		return clone(b)
 	}
-	s.mu.Lock()
 	if len(s.free) < len(b) {
 		s.free = make([]byte, slabSize)
 	}
 	out := s.free[:len(b):len(b)]
 	s.free = s.free[len(b):]
-	s.mu.Unlock()
 	copy(out, b)
 	return out
 }
 
 // delivery is a packet or an event for a capability's handler; a struct,
-// not an interface, so queuing one does not allocate.
+// not an interface, so queuing a packet does not allocate (events, rare,
+// are pointers, to keep the struct small to copy).
 type delivery struct {
-	pkt   Packet
-	ev    Event
-	isEvt bool
+	pkt Packet
+	ev  *Event
 }
 
 // RegisterCapability registers a capability and its handler. It may be
@@ -213,8 +211,8 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 	bin.InternCapability(cfg.Name)
 	cp := &capability{key: key, box: newMailbox[delivery](cfg.QueueLen, &c.stats.handlerDrops)}
 	cp.box.start(func(d delivery) {
-		if d.isEvt {
-			h.HandleEvent(d.ev)
+		if d.ev != nil {
+			h.HandleEvent(*d.ev)
 		} else {
 			h.HandlePacket(d.pkt)
 		}
@@ -227,23 +225,6 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 	c.caps = caps
 	c.capsSnap.Store(&caps)
 	return nil
-}
-
-// deliver hands a module packet for the local node to its capability.
-func (c *Cluster) deliver(t bin.Trailer, p bin.Packet) {
-	caps := c.capsSnap.Load()
-	if caps == nil {
-		c.stats.unknownCapability.Add(1)
-		return
-	}
-	cp := (*caps)[capKey{t.Cluster, p.Capability}]
-	if cp == nil {
-		c.stats.unknownCapability.Add(1)
-		return
-	}
-	body := p.Body[:len(p.Body)-bin.TrailerLen]
-	cp.box.put(delivery{pkt: Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
-		Body: cp.slabs.copy(body)}})
 }
 
 // Subscribe calls fn with every event of every cluster, in order, from a
@@ -310,7 +291,7 @@ func (c *Cluster) dispatch(e core.Event) {
 	if kind == NodeUp || kind == NodeDown {
 		for k, cp := range c.caps {
 			if k.cluster == e.Cluster {
-				cp.box.put(delivery{ev: ev, isEvt: true})
+				cp.box.put(delivery{ev: &ev})
 			}
 		}
 	}
@@ -334,6 +315,7 @@ type mailbox[T any] struct {
 	items   []T
 	max     int
 	closed  bool
+	woken   bool // signalled, and the goroutine has not taken the items yet
 	done    chan struct{}
 	dropped *atomic.Uint64
 }
@@ -353,6 +335,7 @@ func (b *mailbox[T]) start(fn func(T)) {
 			for len(b.items) == 0 && !b.closed {
 				b.cond.Wait()
 			}
+			b.woken = false
 			if len(b.items) == 0 {
 				b.mu.Unlock()
 				return
@@ -368,7 +351,7 @@ func (b *mailbox[T]) start(fn func(T)) {
 	}()
 }
 
-// put never blocks: a full queue drops the item.
+// put queues item; it never blocks: a full queue drops the item.
 func (b *mailbox[T]) put(item T) {
 	b.mu.Lock()
 	if b.closed || len(b.items) >= b.max {
@@ -377,10 +360,49 @@ func (b *mailbox[T]) put(item T) {
 		return
 	}
 	b.items = append(b.items, item)
-	wake := len(b.items) == 1
+	b.queued(1)
+}
+
+// putBatch queues items in order, as many as fit; it never blocks: the
+// rest are dropped.
+func (b *mailbox[T]) putBatch(items []T) {
+	b.mu.Lock()
+	n := 0
+	if !b.closed {
+		n = min(len(items), b.max-len(b.items))
+	}
+	b.items = append(b.items, items[:n]...)
+	if d := len(items) - n; d > 0 {
+		b.dropped.Add(uint64(d))
+	}
+	if n == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.queued(n)
+}
+
+// queued wakes the goroutine for the n items just added, and unlocks.
+//
+// When the queue is half full and the goroutine, already woken, has not
+// even started on it, the producer (a connection's reader) yields its
+// processor once: a goroutine just woken waits for a processor behind the
+// producer, which on a busy machine keeps producing for a whole time slice
+// and would fill the queue and drop while the handler is idle. Yielding
+// never blocks the producer; a handler that is running but slow still
+// fills its queue and drops.
+func (b *mailbox[T]) queued(n int) {
+	wake := len(b.items) == n
+	if wake {
+		b.woken = true
+	}
+	yield := !wake && b.woken && 2*len(b.items) >= b.max
 	b.mu.Unlock()
 	if wake {
 		b.cond.Signal()
+	}
+	if yield {
+		runtime.Gosched()
 	}
 }
 
