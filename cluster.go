@@ -32,13 +32,18 @@ type Cluster struct {
 
 	peers *peer.Manager
 	view  atomic.Pointer[core.View]
+	// routes is view indexed for sending (see setView).
+	routes atomic.Pointer[routes]
 
 	inbox chan input
 	quit  chan struct{}
 	wg    sync.WaitGroup
 
-	mu       sync.Mutex // guards state, caps and subs
-	state    int        // stateNew, stateStarted, stateClosed
+	mu    sync.Mutex // guards state, caps and subs
+	state int        // stateNew, stateStarted, stateClosed
+	// runState is state for the data plane, which reads it on every send
+	// without the lock (written under mu).
+	runState atomic.Int32
 	caps     map[capKey]*capability
 	subs     map[*subscriber]struct{}
 	closeErr error
@@ -146,7 +151,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c.msgs = newMessaging(c)
 	c.closeDone = make(chan struct{})
-	c.view.Store(m.View())
+	c.setView(m.View())
 	c.syncAddrs(m.View())
 	return c, nil
 }
@@ -192,6 +197,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.peers = pm
 	c.state = stateStarted
+	c.runState.Store(stateStarted)
 	c.wg.Add(1)
 	go c.loop()
 	c.log.Info("cluster node started", zap.String("listen", listen))
@@ -211,6 +217,7 @@ func (c *Cluster) Close() error {
 	defer close(c.closeDone)
 	started := c.state == stateStarted
 	c.state = stateClosed
+	c.runState.Store(stateClosed)
 	c.mu.Unlock()
 	if started {
 		close(c.quit)
@@ -235,9 +242,7 @@ func (c *Cluster) started() bool { return c.running() == nil }
 
 // running is nil for a started Cluster, else ErrNotStarted or ErrClosed.
 func (c *Cluster) running() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch c.state {
+	switch c.runState.Load() {
 	case stateNew:
 		return ErrNotStarted
 	case stateClosed:
@@ -443,13 +448,13 @@ func (c *Cluster) flush() {
 				}
 			}
 		}
-		c.view.Store(c.m.View())
+		c.setView(c.m.View())
 		for _, e := range events {
 			c.dispatch(e)
 		}
 	}
 	v := c.m.View()
-	c.view.Store(v)
+	c.setView(v)
 	c.syncAddrs(v)
 	c.retireIdle()
 	st := c.m.Stats()
