@@ -344,9 +344,8 @@ func (b *mailbox[T]) start(fn func(T)) {
 			b.mu.Unlock()
 			for i := range batch {
 				fn(batch[i])
-				var zero T
-				batch[i] = zero // let the handler's data go
 			}
+			clear(batch) // let the handler's data go
 		}
 	}()
 }
@@ -363,16 +362,25 @@ func (b *mailbox[T]) put(item T) {
 	b.queued(1)
 }
 
-// putBatch queues items in order, as many as fit; it never blocks: the
-// rest are dropped.
-func (b *mailbox[T]) putBatch(items []T) {
+// putBatch queues *items in order, as many as fit, and empties *items; it
+// never blocks: the rest are dropped. Into an empty queue the slices are
+// swapped rather than copied: *items comes back as the queue's spare,
+// already cleared, storage.
+func (b *mailbox[T]) putBatch(items *[]T) {
+	in := *items
 	b.mu.Lock()
 	n := 0
 	if !b.closed {
-		n = min(len(items), b.max-len(b.items))
+		n = min(len(in), b.max-len(b.items))
 	}
-	b.items = append(b.items, items[:n]...)
-	if d := len(items) - n; d > 0 {
+	if len(b.items) == 0 && n == len(in) && n > 0 {
+		*items, b.items = b.items[:0], in
+	} else {
+		b.items = append(b.items, in[:n]...)
+		clear(in) // what was copied belongs to the goroutine now; the rest is dropped
+		*items = in[:0]
+	}
+	if d := len(in) - n; d > 0 {
 		b.dropped.Add(uint64(d))
 	}
 	if n == 0 {

@@ -151,9 +151,7 @@ func (r *receiver) Flush() {
 	}
 	for i := range r.capc {
 		if ce := &r.capc[i]; len(ce.pend) > 0 {
-			ce.cp.box.putBatch(ce.pend)
-			clear(ce.pend) // the bodies belong to the handler now
-			ce.pend = ce.pend[:0]
+			ce.cp.box.putBatch(&ce.pend)
 		}
 	}
 }
