@@ -17,10 +17,13 @@ import (
 // Queue buffer sizes. A peer's queue is two buffers that trade places: Send
 // appends to one while the writer writes the other, so in steady state no
 // Send allocates. A buffer that grew past retainQueueBuf in a burst is freed
-// once a small batch shows the burst is over.
+// once the batches have stayed small for burstOver: a sustained load that
+// only now and then lets the writer catch up keeps its buffers, rather than
+// growing them again from scratch, copies and all, after every small batch.
 const (
 	initialQueueBuf = 16 << 10
 	retainQueueBuf  = 1 << 20
+	burstOver       = time.Second
 )
 
 // errPeerGone tells Send that Disconnect removed the peer it looked up.
@@ -46,6 +49,8 @@ type peer struct {
 	backoffUntil  time.Time     // Send fails with ErrBackoff before this
 	closed        bool          // shut down by Disconnect, Close or retirement
 	retiring      bool          // Retire: write what is queued, then shut down
+
+	lastBig time.Time // when the writer last took a big batch (writer only)
 }
 
 // failure is one failed dial or broken connection, to be reported once.
@@ -175,8 +180,12 @@ func (p *peer) drain(spare []byte) []byte {
 		n, err := c.write(batch, m.cfg.WriteTimeout)
 		p.written(c, batch, frames, n, err)
 		spare = batch[:0]
-		if cap(spare) > retainQueueBuf && len(batch) <= retainQueueBuf/4 {
-			spare = nil // the burst is over; give the memory back
+		if cap(spare) > retainQueueBuf {
+			if now := time.Now(); len(batch) > retainQueueBuf/4 {
+				p.lastBig = now
+			} else if now.Sub(p.lastBig) > burstOver {
+				spare = nil // the burst is over; give the memory back
+			}
 		}
 	}
 }
