@@ -3,6 +3,7 @@ package clusterer
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,43 +223,40 @@ type capability struct {
 	cfg     CapabilityConfig
 	handler Handler
 	box     *mailbox[delivery]
-	slabs   slab
 	recv    syncRecv
 }
 
-// slab copies packet bodies for handlers into shared chunks: one
+// bodySlab copies packet bodies for handlers into shared chunks: one
 // allocation per chunk instead of one per packet. Each body is capped at
 // its length, so a handler appending to it gets a copy; a chunk is freed
-// when the last body in it is.
-type slab struct {
-	mu   sync.Mutex
+// when the last body in it is. Each connection's receiver has its own, so
+// copying takes no lock.
+type bodySlab struct {
 	free []byte
 }
 
-const slabSize = 64 << 10
+const slabSize = 32 << 10
 
-func (s *slab) copy(b []byte) []byte {
+func (s *bodySlab) copy(b []byte) []byte {
 	if len(b) > slabSize/8 {
 		return clone(b)
 	}
-	s.mu.Lock()
 	if len(s.free) < len(b) {
 		s.free = make([]byte, slabSize)
 	}
 	out := s.free[:len(b):len(b)]
 	s.free = s.free[len(b):]
-	s.mu.Unlock()
 	copy(out, b)
 	return out
 }
 
 // delivery is a packet or an event for a capability's handler; a struct,
-// not an interface, so queuing one does not allocate.
+// not an interface, so queuing a packet does not allocate (events, rare,
+// are pointers, to keep the struct small to copy).
 type delivery struct {
-	pkt   Packet
-	ev    Event
-	isEvt bool
-	sync  *syncItem
+	pkt  Packet
+	ev   *Event
+	sync *syncItem
 }
 
 // RegisterCapability registers a capability and its handler. It may be
@@ -304,8 +302,8 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 		switch {
 		case d.sync != nil:
 			cp.handleSync(d.sync)
-		case d.isEvt:
-			cp.event(d.ev)
+		case d.ev != nil:
+			cp.event(*d.ev)
 		default:
 			cp.packet(d.pkt)
 		}
@@ -335,23 +333,6 @@ func (c *Cluster) RegisterCapability(cfg CapabilityConfig, h Handler) error {
 		return fmt.Errorf("%w: %w", ErrCapability, mapSyncErr(err))
 	}
 	return nil
-}
-
-// deliver hands a module packet for the local node to its capability.
-func (c *Cluster) deliver(t bin.Trailer, p bin.Packet) {
-	caps := c.capsSnap.Load()
-	if caps == nil {
-		c.stats.unknownCapability.Add(1)
-		return
-	}
-	cp := (*caps)[capKey{t.Cluster, p.Capability}]
-	if cp == nil {
-		c.stats.unknownCapability.Add(1)
-		return
-	}
-	body := p.Body[:len(p.Body)-bin.TrailerLen]
-	cp.box.put(delivery{pkt: Packet{Cluster: int(t.Cluster), Src: int(t.Src), Version: p.Version, Type: p.Type,
-		Body: cp.slabs.copy(body)}})
 }
 
 // Subscribe calls fn with every event of every cluster, in order, from a
@@ -441,7 +422,7 @@ func (c *Cluster) dispatch(e core.Event) {
 	if kind == NodeUp || kind == NodeDown {
 		for k, cp := range c.caps {
 			if k.cluster == e.Cluster {
-				cp.box.put(delivery{ev: ev, isEvt: true})
+				cp.box.put(delivery{ev: &ev})
 			}
 		}
 	}
@@ -468,6 +449,7 @@ type mailbox[T any] struct {
 	items   []T
 	max     int
 	closed  bool
+	woken   bool // signalled, and the goroutine has not taken the items yet
 	done    chan struct{}
 	dropped *atomic.Uint64
 }
@@ -488,6 +470,7 @@ func (b *mailbox[T]) start(fn func(T)) {
 			for len(b.items) == 0 && !b.closed {
 				b.cond.Wait()
 			}
+			b.woken = false
 			if len(b.items) == 0 {
 				b.mu.Unlock()
 				return
@@ -497,9 +480,8 @@ func (b *mailbox[T]) start(fn func(T)) {
 			b.mu.Unlock()
 			for i := range batch {
 				fn(batch[i])
-				var zero T
-				batch[i] = zero // let the handler's data go
 			}
+			clear(batch) // let the handler's data go
 		}
 	}()
 }
@@ -525,11 +507,7 @@ func (b *mailbox[T]) putWait(item T, max time.Duration) bool {
 		return false
 	}
 	b.items = append(b.items, item)
-	wake := len(b.items) == 1
-	b.mu.Unlock()
-	if wake {
-		b.cond.Signal()
-	}
+	b.queued(1)
 	return true
 }
 
@@ -542,14 +520,10 @@ func (b *mailbox[T]) force(item T) {
 		return
 	}
 	b.items = append(b.items, item)
-	wake := len(b.items) == 1
-	b.mu.Unlock()
-	if wake {
-		b.cond.Signal()
-	}
+	b.queued(1)
 }
 
-// put never blocks: a full queue drops the item.
+// put queues item; it never blocks: a full queue drops the item.
 func (b *mailbox[T]) put(item T) {
 	b.mu.Lock()
 	if b.closed || len(b.items) >= b.max {
@@ -558,10 +532,58 @@ func (b *mailbox[T]) put(item T) {
 		return
 	}
 	b.items = append(b.items, item)
-	wake := len(b.items) == 1
+	b.queued(1)
+}
+
+// putBatch queues *items in order, as many as fit, and empties *items; it
+// never blocks: the rest are dropped. Into an empty queue the slices are
+// swapped rather than copied: *items comes back as the queue's spare,
+// already cleared, storage.
+func (b *mailbox[T]) putBatch(items *[]T) {
+	in := *items
+	b.mu.Lock()
+	n := 0
+	if !b.closed {
+		n = min(len(in), b.max-len(b.items))
+	}
+	if len(b.items) == 0 && n == len(in) && n > 0 {
+		*items, b.items = b.items[:0], in
+	} else {
+		b.items = append(b.items, in[:n]...)
+		clear(in) // what was copied belongs to the goroutine now; the rest is dropped
+		*items = in[:0]
+	}
+	if d := len(in) - n; d > 0 {
+		b.dropped.Add(uint64(d))
+	}
+	if n == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.queued(n)
+}
+
+// queued wakes the goroutine for the n items just added, and unlocks.
+//
+// When the queue is half full and the goroutine, already woken, has not
+// even started on it, the producer (a connection's reader) yields its
+// processor once: a goroutine just woken waits for a processor behind the
+// producer, which on a busy machine keeps producing for a whole time slice
+// and would fill the queue and drop while the handler is idle. Yielding
+// never blocks the producer; a handler that is running but slow still
+// fills its queue and drops.
+func (b *mailbox[T]) queued(n int) {
+	wake := len(b.items) == n
+	if wake {
+		b.woken = true
+	}
+	yield := !wake && b.woken && 2*len(b.items) >= b.max
 	b.mu.Unlock()
 	if wake {
 		b.cond.Signal()
+	}
+	if yield {
+		runtime.Gosched()
 	}
 }
 

@@ -33,13 +33,18 @@ type Cluster struct {
 
 	peers *peer.Manager
 	view  atomic.Pointer[core.View]
+	// routes is view indexed for sending (see setView).
+	routes atomic.Pointer[routes]
 
 	inbox chan input
 	quit  chan struct{}
 	wg    sync.WaitGroup
 
-	mu       sync.Mutex // guards state, caps and subs
-	state    int        // stateNew, stateStarted, stateClosed
+	mu    sync.Mutex // guards state, caps and subs
+	state int        // stateNew, stateStarted, stateClosed
+	// runState is state for the data plane, which reads it on every send
+	// without the lock (written under mu).
+	runState atomic.Int32
 	caps     map[capKey]*capability
 	subs     map[*subscriber]struct{}
 	closeErr error
@@ -47,7 +52,10 @@ type Cluster struct {
 	// capsSnap is caps for the data plane, replaced on registration.
 	capsSnap atomic.Pointer[map[capKey]*capability]
 
-	activity sync.Map // actKey -> *activity
+	// acts holds the activity counters, replaced (under actMu) when one
+	// is added, so that looking one up takes no lock.
+	acts  atomic.Pointer[map[actKey]*activity]
+	actMu sync.Mutex
 
 	// connNode remembers which node sends on an accepted connection
 	// (learned from header-addressed packets), to refuse relaying a packet
@@ -152,7 +160,7 @@ func New(cfg Config) (*Cluster, error) {
 	c.syncPacketMax = cmp.Or(cfg.SyncPacketMaxSize, DefaultSyncPacketMaxSize)
 	c.meta.Store(newNodeMeta(cfg.Clusters))
 	c.closeDone = make(chan struct{})
-	c.view.Store(m.View())
+	c.setView(m.View())
 	c.syncAddrs(m.View())
 	return c, nil
 }
@@ -188,7 +196,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		Transport: tr, ListenAddr: listen, LocalIP: selfURL.Addr.Addr().String(),
 		QueueBytes: c.cfg.QueueBytes, WriteTimeout: c.cfg.WriteTimeout,
 		TLS: c.cfg.TLS, ListenTLS: selfURL.TLS, DialTLS: c.dialTLS,
-		OnFrame: c.onFrame, OnFailure: c.onFailure, OnConnClosed: c.onConnClosed, Logger: c.log,
+		NewReceiver: c.newReceiver, OnFailure: c.onFailure, OnConnClosed: c.onConnClosed, Logger: c.log,
 	})
 	if err != nil {
 		return fmt.Errorf("clusterer: %w", err)
@@ -198,6 +206,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.peers = pm
 	c.state = stateStarted
+	c.runState.Store(stateStarted)
 	c.wg.Add(1)
 	go c.loop()
 	c.log.Info("cluster node started", zap.String("listen", listen))
@@ -217,6 +226,7 @@ func (c *Cluster) Close() error {
 	defer close(c.closeDone)
 	started := c.state == stateStarted
 	c.state = stateClosed
+	c.runState.Store(stateClosed)
 	c.mu.Unlock()
 	if started {
 		close(c.quit)
@@ -243,9 +253,7 @@ func (c *Cluster) started() bool { return c.running() == nil }
 
 // running is nil for a started Cluster, else ErrNotStarted or ErrClosed.
 func (c *Cluster) running() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch c.state {
+	switch c.runState.Load() {
 	case stateNew:
 		return ErrNotStarted
 	case stateClosed:
@@ -387,8 +395,11 @@ func (c *Cluster) handle(in input) {
 // is not taken as answered by it.
 func (c *Cluster) feedActivity(now time.Time) {
 	stamp := now.Add(-time.Nanosecond)
-	c.activity.Range(func(k, v any) bool {
-		key, a := k.(actKey), v.(*activity)
+	acts := c.acts.Load()
+	if acts == nil {
+		return
+	}
+	for key, a := range *acts {
 		var sent, recv time.Time
 		if n := a.sent.Load(); n != a.sentSeen {
 			a.sentSeen, sent = n, stamp
@@ -399,17 +410,32 @@ func (c *Cluster) feedActivity(now time.Time) {
 		if !sent.IsZero() || !recv.IsZero() {
 			c.m.Activity(key.cluster, key.node, sent, recv)
 		}
-		return true
-	})
+	}
 }
 
 func (c *Cluster) act(cluster, node int32) *activity {
 	k := actKey{cluster, node}
-	if v, ok := c.activity.Load(k); ok {
-		return v.(*activity)
+	if m := c.acts.Load(); m != nil {
+		if a := (*m)[k]; a != nil {
+			return a
+		}
 	}
-	v, _ := c.activity.LoadOrStore(k, &activity{})
-	return v.(*activity)
+	c.actMu.Lock()
+	defer c.actMu.Unlock()
+	old := c.acts.Load()
+	if old != nil {
+		if a := (*old)[k]; a != nil {
+			return a
+		}
+	}
+	m := make(map[actKey]*activity, 1)
+	if old != nil {
+		m = maps.Clone(*old)
+	}
+	a := &activity{}
+	m[k] = a
+	c.acts.Store(&m)
+	return a
 }
 
 // flush sends what the machine produced, dispatches its events and
@@ -436,13 +462,13 @@ func (c *Cluster) flush() {
 				}
 			}
 		}
-		c.view.Store(c.m.View())
+		c.setView(c.m.View())
 		for _, e := range events {
 			c.dispatch(e)
 		}
 	}
 	v := c.m.View()
-	c.view.Store(v)
+	c.setView(v)
 	c.syncAddrs(v)
 	c.retireIdle()
 	st := c.m.Stats()
@@ -592,81 +618,6 @@ func (c *Cluster) onConnClosed(ci peer.ConnInfo) {
 	if !ci.Outgoing {
 		c.connNode.Delete(ci.ID)
 	}
-}
-
-// onFrame runs on a connection's read goroutine for each received frame.
-// Topology traffic goes to the protocol loop; routed traffic is checked
-// against the snapshot and relayed or delivered right here.
-func (c *Cluster) onFrame(ci peer.ConnInfo, frame []byte) {
-	p, err := bin.Parse(frame)
-	if err != nil {
-		c.stats.malformed.Add(1)
-		return
-	}
-	src := core.Source{ConnID: ci.ID, IP: ci.Remote.Addr()}
-	if p.Capability == wire.CapInternal {
-		// PING and PONG come from the node at the other end (updates are
-		// flooded with their originator's id): they say whose connection
-		// this is.
-		if t := wire.Type(p.Type); !ci.Outgoing && (t == wire.TypePing || t == wire.TypePong) && len(p.Body) >= 8 {
-			r := p.Reader()
-			r.PopInt()
-			if id := r.PopInt(); id > 0 {
-				c.connNode.Store(ci.ID, id)
-			}
-		}
-		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
-		return
-	}
-	t, err := bin.ParseTrailer(p.Body)
-	if err != nil || len(p.Body) < bin.TrailerLen {
-		c.stats.malformed.Add(1)
-		return
-	}
-	cv := c.view.Load().Cluster(t.Cluster)
-	switch {
-	case cv == nil:
-		c.stats.unknownCluster.Add(1)
-		return
-	case t.Src == c.me:
-		c.stats.ownID.Add(1)
-		return
-	case !cv.Enabled:
-		c.stats.disabled.Add(1)
-		return
-	}
-	sn := cv.Node(t.Src)
-	switch {
-	case sn == nil:
-		c.stats.unknownNode.Add(1)
-		return
-	case !cv.IPAllowed(src.IP):
-		c.stats.sourceIP.Add(1)
-		return
-	case !sn.Enabled:
-		c.stats.disabled.Add(1)
-		return
-	}
-	c.act(t.Cluster, t.Src).recv.Add(1)
-	if sn.State == core.Down {
-		c.enqueue(input{kind: inRevive})
-	}
-	if t.Dst != c.me {
-		c.relay(ci, cv, t, frame)
-		return
-	}
-	if p.Capability == wire.CapExtra {
-		if c.onExtra(ci.ID, t, p) {
-			return
-		}
-		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
-		return
-	}
-	if p.Capability == wire.CapShtag { // Go nodes' sharing-tag claims
-		c.enqueue(input{kind: inFrame, src: src, frame: clone(frame)})
-		return
-	}
-	c.deliver(t, p)
 }
 
 // relay forwards a packet for another node, byte for byte, through our

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -333,4 +334,78 @@ func TestQueueFullKeepsTheLinkUp(t *testing.T) {
 		require.Equal(t, clusterer.LinkIsUp, st.Link)
 		require.True(t, st.Reachable)
 	})
+}
+
+// Packets of a bulk stream reach the handler in order and intact, and the
+// bodies stay the handler's: none changes while later packets arrive.
+// Changing the view (disabling the sender locally) takes effect at once
+// on a connection that was delivering.
+func TestBulkPacketsInOrderAndOwned(t *testing.T) {
+	ports := freePorts(t, 2)
+	var nodes []*clusterer.Cluster
+	var mu sync.Mutex
+	var bodies [][]byte
+	for i := range 2 {
+		id := i + 1
+		cc := clusterer.ClusterConfig{ID: cl, Self: clusterer.NodeInfo{URL: "bin:127.0.0.1:" + ports[i]},
+			Nodes: []clusterer.NodeInfo{{ClusterID: cl, ID: 2 - i, URL: "bin:127.0.0.1:" + ports[1-i]}}}
+		c, err := clusterer.New(clusterer.Config{NodeID: id, Clusters: []clusterer.ClusterConfig{cc},
+			PingInterval: time.Second, PingTimeout: 500 * time.Millisecond})
+		require.NoError(t, err)
+		require.NoError(t, c.RegisterCapability(clusterer.CapabilityConfig{Name: "test-repl", Cluster: cl, QueueLen: 1 << 20},
+			clusterer.HandlerFuncs{Packet: func(p clusterer.Packet) {
+				mu.Lock()
+				bodies = append(bodies, p.Body)
+				mu.Unlock()
+			}}))
+		require.NoError(t, c.Start(context.Background()))
+		t.Cleanup(func() { c.Close() })
+		nodes = append(nodes, c)
+	}
+	require.Eventually(t, func() bool { return len(reachable(nodes[0])) == 1 && len(reachable(nodes[1])) == 1 },
+		5*time.Second, 5*time.Millisecond)
+	got := func() int { mu.Lock(); defer mu.Unlock(); return len(bodies) }
+
+	const count = 50000
+	body := func(seq int) []byte {
+		b := make([]byte, 200+seq%300)
+		binary.LittleEndian.PutUint32(b, uint32(seq))
+		for i := 4; i < len(b); i++ {
+			b[i] = byte(seq + i)
+		}
+		return b
+	}
+	send := func(from, seq int) error {
+		bl := bin.NewBuilder(1, "test-repl", 1)
+		bl.PushRaw(body(seq))
+		f, err := bl.Finish()
+		require.NoError(t, err)
+		p, err := bin.Parse(f)
+		require.NoError(t, err)
+		return nodes[from].SendTo(cl, 2-from, p)
+	}
+	for seq := 0; seq < count; {
+		if err := send(0, seq); err != nil {
+			require.ErrorIs(t, err, clusterer.ErrQueueFull)
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		seq++
+	}
+	drops := func() int { return int(nodes[1].Stats().HandlerDrops) }
+	require.Eventually(t, func() bool { return got()+drops() == count }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, drops())
+	mu.Lock()
+	for seq, b := range bodies {
+		require.Equal(t, body(seq), b, "packet %d", seq)
+		require.Equal(t, len(b), cap(b), "capped: appending copies")
+	}
+	mu.Unlock()
+
+	// The receiving node disables the sender: its packets are refused now.
+	require.NoError(t, nodes[1].SetNodeState(context.Background(), cl, 1, false))
+	before := nodes[1].Stats().Disabled
+	require.NoError(t, send(0, count))
+	require.Eventually(t, func() bool { return nodes[1].Stats().Disabled > before }, 5*time.Second, time.Millisecond)
+	require.Equal(t, count, got())
 }

@@ -7,7 +7,7 @@ import (
 )
 
 func TestSlabBodiesAreIndependent(t *testing.T) {
-	var s slab
+	var s bodySlab
 	a := s.copy([]byte("first"))
 	b := s.copy([]byte("second"))
 	a = append(a, " grown"...) // capped: must not run into b

@@ -657,8 +657,8 @@ func (cp *capability) endSession(err error, report bool) {
 		r.lastErr.Store(&err)
 	}
 	for _, d := range buffered {
-		if d.isEvt {
-			cp.handler.HandleEvent(d.ev)
+		if d.ev != nil {
+			cp.handler.HandleEvent(*d.ev)
 		} else {
 			cp.handler.HandlePacket(d.pkt)
 		}
@@ -695,7 +695,7 @@ func (cp *capability) packet(p Packet) {
 // reach the handler in order with the packets held back: a NodeDown
 // handled before them and before the records would be undone by them.
 func (cp *capability) event(e Event) {
-	if (e.Kind != NodeUp && e.Kind != NodeDown) || !cp.hold(delivery{ev: e, isEvt: true}) {
+	if (e.Kind != NodeUp && e.Kind != NodeDown) || !cp.hold(delivery{ev: &e}) {
 		cp.handler.HandleEvent(e)
 	}
 }
@@ -779,7 +779,7 @@ func (c *Cluster) syncEvent(e core.Event) {
 	default:
 		return
 	}
-	cp.box.force(delivery{ev: ev, isEvt: true})
+	cp.box.force(delivery{ev: &ev})
 	c.publish(ev)
 }
 

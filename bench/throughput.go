@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,10 +37,11 @@ type tpOptions struct {
 type roundResult struct {
 	delivered uint64
 	elapsed   time.Duration
-	ok, full  uint64 // sends accepted / refused with a full queue
-	destDown  uint64 // refused: destination down
-	other     uint64 // other send errors
-	mallocs   uint64 // process-wide, during the window
+	ok, full  uint64        // sends accepted / refused with a full queue
+	destDown  uint64        // refused: destination down
+	other     uint64        // other send errors
+	mallocs   uint64        // process-wide, during the window
+	cpu       time.Duration // process CPU time (user+system) during the window
 	// firstFull is when the first send was refused with a full queue,
 	// relative to the round's start (-1: never).
 	firstFull time.Duration
@@ -49,6 +51,17 @@ type roundResult struct {
 }
 
 func (r roundResult) rate() float64 { return float64(r.delivered) / r.elapsed.Seconds() }
+
+func perMsg(r roundResult) float64 { return float64(r.cpu) / float64(max(r.delivered, 1)) }
+
+// cpuTime is the process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func runThroughput(o tpOptions, rep *report) error {
 	section("1. throughput: SendTo between two nodes vs raw TCP")
@@ -123,6 +136,7 @@ func runThroughput(o tpOptions, rep *report) error {
 			t.destDown += r.destDown
 			t.other += r.other
 			t.mallocs += r.mallocs
+			t.cpu += r.cpu
 			t.downs = append(t.downs, r.downs...)
 			t.hdrops += r.hdrops
 		}
@@ -146,6 +160,10 @@ func runThroughput(o tpOptions, rep *report) error {
 		sb.FramesReceived, sb.HandlerDrops, sb.InboxFull)
 	fmt.Printf("process-wide allocations per delivered message: SendTo %.2f, raw TCP %.3f\n",
 		float64(lt.mallocs+pt.mallocs)/float64(max(lt.delivered+pt.delivered, 1)), float64(rt.mallocs)/float64(max(rt.delivered, 1)))
+	// The machine may be shared: CPU time per message is what the work
+	// costs, whatever share of the machine the process got.
+	fmt.Printf("process CPU time per delivered message (both nodes, all goroutines): SendTo open loop %.0f ns, raw TCP %.0f ns = %.2fx\n",
+		perMsg(lt), perMsg(rt), perMsg(lt)/perMsg(rt))
 	rep.add("throughput   open loop: SendTo %.0f msgs/s vs raw TCP %.0f msgs/s = %.1f%% (target >= 50%%: %s); %d link-down events, %d handler drops",
 		lt.rate(), rt.rate(), 100*ratio, verdict(ratio >= 0.5), len(lt.downs), sb.HandlerDrops)
 	if o.credit > 0 {
@@ -240,10 +258,11 @@ func libRound(a, b *clusterer.Cluster, pkt bin.Packet, recv *atomic.Uint64, ev *
 	time.Sleep(warm)
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	c0, t0 := recv.Load(), time.Now()
+	c0, t0, cpu0 := recv.Load(), time.Now(), cpuTime()
 	time.Sleep(window)
-	c1, t1 := recv.Load(), time.Now()
+	c1, t1, cpu1 := recv.Load(), time.Now(), cpuTime()
 	runtime.ReadMemStats(&m1)
+	res.cpu = cpu1 - cpu0
 	stop.Store(true)
 	wg.Wait()
 	// Let the queue drain so that the next round starts idle.
@@ -396,10 +415,11 @@ func rawRound(senders, payloadLen int, warm, window time.Duration) (roundResult,
 	time.Sleep(warm)
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	c0, t0 := count.Load(), time.Now()
+	c0, t0, cpu0 := count.Load(), time.Now(), cpuTime()
 	time.Sleep(window)
-	c1, t1 := count.Load(), time.Now()
+	c1, t1, cpu1 := count.Load(), time.Now(), cpuTime()
 	runtime.ReadMemStats(&m1)
+	res.cpu = cpu1 - cpu0
 	stop.Store(true)
 	wg.Wait()
 	close(ch)

@@ -442,3 +442,92 @@ func TestAppendTrailer(t *testing.T) {
 	_, err = AppendTrailer(frame, Trailer{})
 	require.ErrorIs(t, err, ErrTooLarge)
 }
+
+// Kept frames stay intact while the reader goes on, and a stream that
+// keeps the buffer full makes it grow to its bound and report bulk reads.
+func TestStreamReaderKeepAndBulk(t *testing.T) {
+	all, frames := concatFrames(t, 2000)
+	s := NewStreamReader(bytes.NewReader(all))
+	var kept [][]byte
+	bulk := false
+	for i, want := range frames {
+		got, err := s.Next()
+		require.NoError(t, err, "frame %d", i)
+		require.Equal(t, want, got, "frame %d", i)
+		bulk = bulk || s.Bulk()
+		if i%3 == 0 {
+			s.Keep()
+			kept = append(kept, got)
+		}
+	}
+	require.True(t, bulk, "a big in-memory stream fills the buffer")
+	assert.LessOrEqual(t, len(s.buf), MaxPacketLen)
+	assert.Greater(t, len(s.buf), initialStreamBuf, "grown")
+	for j, f := range kept {
+		require.Equal(t, frames[3*j], f, "kept frame %d", 3*j)
+	}
+}
+
+// chunks returns its chunks, one per Read.
+type chunks [][]byte
+
+func (c *chunks) Read(b []byte) (int, error) {
+	if len(*c) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, (*c)[0])
+	if (*c)[0] = (*c)[0][n:]; len((*c)[0]) == 0 {
+		*c = (*c)[1:]
+	}
+	return n, nil
+}
+
+func TestStreamReaderReady(t *testing.T) {
+	all, frames := concatFrames(t, 3)
+	two := len(frames[0]) + len(frames[1])
+	s := NewStreamReader(&chunks{all[:two+5], all[two+5:]})
+	require.False(t, s.Ready(), "nothing buffered")
+	_, err := s.Next()
+	require.NoError(t, err)
+	require.True(t, s.Ready(), "the second frame is buffered")
+	_, err = s.Next()
+	require.NoError(t, err)
+	require.False(t, s.Ready(), "5 bytes of the third")
+	require.Equal(t, 5, s.Buffered())
+	got, err := s.Next()
+	require.NoError(t, err)
+	require.Equal(t, frames[2], got)
+
+	// A framing error is ready at once, and stays.
+	bad := NewStreamReader(&chunks{[]byte("GET / HTTP/1.1\r\n")})
+	require.False(t, bad.Ready())
+	_, err = bad.Next()
+	require.ErrorIs(t, err, ErrBadMarker)
+	require.True(t, bad.Ready())
+}
+
+func TestParseHintAndAppendHeader(t *testing.T) {
+	b := NewBuilder(3, "hinted-repl", 9)
+	b.PushStr("body")
+	b.PushTrailer(Trailer{1, 2, 3})
+	frame, err := b.Finish()
+	require.NoError(t, err)
+	for _, hint := range []string{"", "hinted-repl", "other", "hinted-rep"} {
+		p, err := ParseHint(frame, hint)
+		require.NoError(t, err)
+		want, _ := Parse(frame)
+		require.Equal(t, want, p, "hint %q", hint)
+	}
+
+	// Header, body and trailer written apart make the same frame.
+	p, _ := Parse(frame)
+	body := p.Body[:len(p.Body)-TrailerLen]
+	hdr, err := AppendHeader(nil, Packet{Version: 3, Capability: "hinted-repl", Type: 9, Body: body}, TrailerLen)
+	require.NoError(t, err)
+	got := Trailer{1, 2, 3}.Append(append(hdr, body...))
+	require.Equal(t, frame, got)
+	_, err = AppendHeader(nil, Packet{Capability: "x", Body: make([]byte, MaxSendLen)}, 0)
+	require.ErrorIs(t, err, ErrTooLarge)
+	_, err = AppendHeader(nil, Packet{Body: body}, 0)
+	require.ErrorIs(t, err, ErrBadCapability)
+}

@@ -186,6 +186,13 @@ func ParseTrailer(b []byte) (Trailer, error) {
 	}, nil
 }
 
+// Append appends the encoding of t.
+func (t Trailer) Append(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(t.Cluster))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(t.Src))
+	return binary.LittleEndian.AppendUint32(dst, uint32(t.Dst))
+}
+
 // AppendTrailer appends the routing trailer to a complete frame and fixes
 // its length, for senders that encode a body once and address it later.
 func AppendTrailer(frame []byte, t Trailer) ([]byte, error) {
@@ -195,9 +202,7 @@ func AppendTrailer(frame []byte, t Trailer) ([]byte, error) {
 	if len(frame)+TrailerLen > MaxSendLen {
 		return frame, fmt.Errorf("%w: %d bytes with the trailer (max %d)", ErrTooLarge, len(frame)+TrailerLen, MaxSendLen)
 	}
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Cluster))
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Src))
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(t.Dst))
+	frame = t.Append(frame)
 	binary.LittleEndian.PutUint32(frame[4:], uint32(len(frame)))
 	return frame, nil
 }

@@ -78,7 +78,13 @@ func FrameLen(hdr []byte) (int, error) {
 // header declares. The returned Body aliases frame; Parse does not allocate
 // for the clusterer's own capabilities and for names passed to
 // [InternCapability].
-func Parse(frame []byte) (Packet, error) {
+func Parse(frame []byte) (Packet, error) { return ParseHint(frame, "") }
+
+// ParseHint is [Parse] for a reader that expects capability hint: when the
+// frame's capability is hint, the packet's Capability is hint itself,
+// without the intern table's lookup (a connection's reader passes the
+// capability of its previous frame).
+func ParseHint(frame []byte, hint string) (Packet, error) {
 	n, err := FrameLen(frame)
 	if err != nil {
 		return Packet{}, err
@@ -94,9 +100,13 @@ func Parse(frame []byte) (Packet, error) {
 		return Packet{}, fmt.Errorf("%w: length %d in a %d-byte packet", ErrBadCapability, capLen, n)
 	}
 	capEnd := 12 + capLen
+	name := hint
+	if string(frame[12:capEnd]) != hint {
+		name = internCapability(frame[12:capEnd])
+	}
 	return Packet{
 		Version:    int16(binary.LittleEndian.Uint16(frame[8:10])),
-		Capability: internCapability(frame[12:capEnd]),
+		Capability: name,
 		Type:       int32(binary.LittleEndian.Uint32(frame[capEnd : capEnd+4])),
 		Body:       frame[capEnd+4 : n],
 	}, nil
@@ -112,6 +122,22 @@ func AppendPacket(dst []byte, p Packet) ([]byte, error) {
 	}
 	dst = appendHeader(dst, p.Len(), p.Version, p.Capability, p.Type)
 	return append(dst, p.Body...), nil
+}
+
+// AppendHeader appends what precedes p's body in its encoding, for a
+// packet whose body is p.Body followed by extra more bytes (a trailer, say)
+// that the caller writes after it: the header declares the total length.
+// With the body and those bytes it is what [AppendPacket] would append,
+// without copying the body first.
+func AppendHeader(dst []byte, p Packet, extra int) ([]byte, error) {
+	if err := checkCapability(p.Capability); err != nil {
+		return dst, err
+	}
+	n := p.Len() + extra
+	if n > MaxSendLen || extra < 0 {
+		return dst, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, n, MaxSendLen)
+	}
+	return appendHeader(dst, n, p.Version, p.Capability, p.Type), nil
 }
 
 func checkCapability(name string) error {

@@ -12,20 +12,27 @@ import (
 // stream cannot be re-synchronised, so every later call returns the same
 // error and the caller must close the connection, as OpenSIPS does.
 //
-// The reader keeps one buffer. It starts small and grows only to hold a
-// frame whose header passed the bounds check, so it never exceeds
-// [MaxPacketLen] bytes. Each read fills as much of the buffer as the
-// stream offers, so one syscall usually yields several small frames.
+// The reader keeps one buffer. It starts small and grows to hold a frame
+// whose header passed the bounds check, and, while the stream keeps
+// filling it to the brim (bulk traffic), up to [MaxPacketLen] bytes, its
+// bound. Each read fills as much of the buffer as the stream offers, so
+// one syscall usually yields many small frames.
 type StreamReader struct {
 	r          io.Reader
 	buf        []byte
 	start, end int // buffered, unconsumed bytes are buf[start:end]
 	err        error
+	brim       bool // the last read filled the buffer: more was waiting
+	kept       bool // the caller keeps frames in buf: read into a new one
 }
 
 // initialStreamBuf suits the clusterer's control traffic (pings, updates of
-// a few hundred bytes) and bulk traffic alike; big frames grow it once.
-const initialStreamBuf = 16 << 10
+// a few hundred bytes); a stream that keeps the buffer full grows it up to
+// maxStreamBuf, so bulk traffic costs fewer reads.
+const (
+	initialStreamBuf = 16 << 10
+	maxStreamBuf     = MaxPacketLen
+)
 
 // NewStreamReader returns a reader that frames packets from r.
 func NewStreamReader(r io.Reader) *StreamReader {
@@ -35,8 +42,34 @@ func NewStreamReader(r io.Reader) *StreamReader {
 // Buffered is the number of bytes read from the stream but not yet returned.
 func (s *StreamReader) Buffered() int { return s.end - s.start }
 
+// Ready reports whether [StreamReader.Next] would return without reading
+// from the stream: a complete frame (or a framing error) is buffered.
+func (s *StreamReader) Ready() bool {
+	if s.err != nil {
+		return true
+	}
+	if s.end-s.start < HeaderLen {
+		return false
+	}
+	n, err := FrameLen(s.buf[s.start:s.end])
+	return err != nil || s.end-s.start >= n
+}
+
+// Bulk reports whether the buffer holding the frames being returned was
+// filled to the brim by the stream at its full size: the stream is
+// carrying bulk traffic and the buffer is packed with frames.
+func (s *StreamReader) Bulk() bool { return s.brim && len(s.buf) >= maxStreamBuf }
+
+// Keep hands the buffer holding the frames returned so far to the caller:
+// they, and the frames returned until the next read, stay valid for good,
+// and the reader continues in a new buffer. Keeping the frames of a bulk
+// read (see [StreamReader.Bulk]) costs an allocation per read instead of a
+// copy per frame.
+func (s *StreamReader) Keep() { s.kept = true }
+
 // Next returns the next complete frame. The frame aliases the reader's
-// buffer and is valid only until the next call. At a clean end of stream
+// buffer and is valid only until the next call, unless kept (see
+// [StreamReader.Keep]). At a clean end of stream
 // between frames it returns io.EOF; inside a frame, io.ErrUnexpectedEOF.
 func (s *StreamReader) Next() ([]byte, error) {
 	if s.err != nil {
@@ -77,15 +110,25 @@ func (s *StreamReader) fill(n int) error {
 	if s.end-s.start >= n {
 		return nil
 	}
+	if s.kept {
+		s.kept = false
+		s.buf = append(make([]byte, 0, len(s.buf)), s.buf[s.start:s.end]...)[:len(s.buf)]
+		s.start, s.end = 0, s.end-s.start
+	}
 	if s.start == s.end {
 		s.start, s.end = 0, 0 // nothing pending: reuse the whole buffer
 	}
-	if len(s.buf)-s.start < n {
-		s.makeRoom(n)
+	if grow := s.brim && len(s.buf) < maxStreamBuf; grow || len(s.buf)-s.start < n {
+		size := n
+		if grow {
+			size = max(n, min(2*len(s.buf), maxStreamBuf))
+		}
+		s.makeRoom(size)
 	}
 	for s.end-s.start < n {
 		m, err := s.r.Read(s.buf[s.end:])
 		s.end += m
+		s.brim = s.end == len(s.buf)
 		if s.end-s.start >= n {
 			return nil
 		}

@@ -87,26 +87,43 @@ func (c *conn) close() bool {
 	return true
 }
 
-// readLoop frames the connection's stream and hands frames to OnFrame until
-// the stream fails; then it closes the connection and, for an outgoing one,
-// reports the failure at once (a crashed peer's reset is seen here first).
+// readLoop frames the connection's stream and hands frames to the
+// connection's Receiver until the stream fails; then it closes the
+// connection and, for an outgoing one, reports the failure at once (a
+// crashed peer's reset is seen here first).
 func (m *Manager) readLoop(c *conn) {
 	defer m.wg.Done()
 	sr := bin.NewStreamReader(c.nc)
-	onFrame := m.cfg.OnFrame
+	var recv Receiver = frameFunc{c.info, m.cfg.OnFrame}
+	if m.cfg.NewReceiver != nil {
+		recv = m.cfg.NewReceiver(c.info)
+	}
+	var frames, size uint64 // counted once per read, not per frame
+	flush := func() {
+		if frames > 0 {
+			m.stats.framesRecv.Add(frames)
+			m.stats.bytesRecv.Add(size)
+			frames, size = 0, 0
+		}
+		recv.Flush()
+	}
 	for {
+		if !sr.Ready() {
+			flush()
+		}
 		frame, err := sr.Next()
 		if err != nil {
+			flush()
 			m.readFailed(c, err)
 			if m.cfg.OnConnClosed != nil {
 				m.cfg.OnConnClosed(c.info)
 			}
 			return
 		}
-		m.stats.framesRecv.Add(1)
-		m.stats.bytesRecv.Add(uint64(len(frame)))
-		if onFrame != nil {
-			onFrame(c.info, frame)
+		frames++
+		size += uint64(len(frame))
+		if recv.Frame(frame, sr.Bulk()) {
+			sr.Keep()
 		}
 	}
 }

@@ -24,9 +24,10 @@
 //
 // A [Manager] listens on one address and keeps, per peer address it sends to:
 //
-//   - a byte queue: [Manager.Send] copies the frame into it under a short
-//     mutex and wakes the peer's writer; it never touches the network and
-//     does not allocate in steady state;
+//   - a byte queue: [Manager.Send] (or [Manager.SendParts], for a frame in
+//     pieces) copies the frame into it under a short mutex and wakes the
+//     peer's writer; it never touches the network and does not allocate in
+//     steady state;
 //   - one writer goroutine, which dials when the first frame is queued and
 //     then writes everything queued since its last write in one Write call,
 //     so many frames share a syscall under load;
@@ -35,8 +36,12 @@
 //
 // Every accepted connection gets a reader goroutine too, and is tracked by id
 // so [Manager.Reply] can write back on it. Received frames go to
-// [Config.OnFrame] together with a [ConnInfo] naming the connection; this
-// layer never learns node ids, higher layers tag connections with them.
+// [Config.OnFrame] together with a [ConnInfo] naming the connection, or to a
+// [Receiver] per connection ([Config.NewReceiver]), which may keep state
+// without locks, handle a whole read at once (its Flush runs before the
+// reader waits for more bytes) and keep the frames of bulk reads instead of
+// copying them; this layer never learns node ids, higher layers tag
+// connections with them.
 //
 // A failure of an outgoing connection (dial error or timeout, write error or
 // timeout, reset, close by the peer) closes it and is reported once through

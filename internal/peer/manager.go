@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -66,6 +67,11 @@ type Config struct {
 	// received frame, in order. frame is valid only during the call. It must
 	// not block for long: the connection is not read meanwhile.
 	OnFrame func(c ConnInfo, frame []byte)
+	// NewReceiver, if set, takes the place of OnFrame: it is called on the
+	// reader goroutine of every connection before its first frame, and the
+	// Receiver it returns gets that connection's frames, so it may keep
+	// per-connection state (caches, batches) without locks.
+	NewReceiver func(c ConnInfo) Receiver
 	// OnFailure is called when an outgoing connection to addr fails: a
 	// dial error or timeout, a write error or timeout, a reset or a close
 	// by the peer. unsent holds, concatenated in queue order, the frames
@@ -94,6 +100,38 @@ type Config struct {
 	// Logger receives connection events at Debug and Info; nil = no logging.
 	Logger *zap.Logger
 }
+
+// Receiver takes the frames of one connection, on its reader goroutine.
+type Receiver interface {
+	// Frame is called for every frame, in order. frame is valid only during
+	// the call, unless lend is set and Frame returns true: then frame's
+	// bytes are the Receiver's for good (the reader reads on into a new
+	// buffer). lend is set when the read buffer is packed with frames
+	// (bulk traffic), so that keeping frames costs an allocation per read
+	// of many frames rather than a copy of each. Frame must not block for
+	// long: the connection is not read meanwhile.
+	Frame(frame []byte, lend bool) (keep bool)
+	// Flush is called whenever no complete frame is buffered, before the
+	// reader reads from the connection again (and before it ends): what
+	// Frame put off to handle a whole read at once is done here, so nothing
+	// waits for more bytes to arrive.
+	Flush()
+}
+
+// frameFunc adapts Config.OnFrame to a Receiver.
+type frameFunc struct {
+	ci ConnInfo
+	fn func(ConnInfo, []byte)
+}
+
+func (f frameFunc) Frame(frame []byte, _ bool) bool {
+	if f.fn != nil {
+		f.fn(f.ci, frame)
+	}
+	return false
+}
+
+func (frameFunc) Flush() {}
 
 // ConnInfo identifies the connection a frame arrived on.
 type ConnInfo struct {
@@ -160,6 +198,10 @@ type Manager struct {
 	stats  counters
 	wg     sync.WaitGroup // every goroutine the Manager started
 	done   chan struct{}  // closed when Close has finished
+
+	// lookup is peers for Send, replaced (under mu) whenever peers
+	// changes, so that sending takes no shared lock; nil once closed.
+	lookup atomic.Pointer[map[string]*peer]
 
 	mu      sync.RWMutex
 	closed  bool
@@ -274,10 +316,24 @@ func (m *Manager) Send(addr string, frame []byte) error {
 		if err != nil {
 			return err
 		}
-		if err := p.enqueue(frame); err != errPeerGone {
+		if err := p.enqueue(1, frame); err != errPeerGone {
 			return err
 		}
 		// Disconnect removed p meanwhile; the next lookup makes a new one.
+	}
+}
+
+// SendParts is Send of the frame made of parts concatenated, which saves
+// the caller assembling it first.
+func (m *Manager) SendParts(addr string, parts ...[]byte) error {
+	for {
+		p, err := m.peerFor(addr)
+		if err != nil {
+			return err
+		}
+		if err := p.enqueue(1, parts...); err != errPeerGone {
+			return err
+		}
 	}
 }
 
@@ -289,7 +345,7 @@ func (m *Manager) SendMany(addr string, frames ...[]byte) error {
 		if err != nil {
 			return err
 		}
-		if err := p.enqueue(frames...); err != errPeerGone {
+		if err := p.enqueue(len(frames), frames...); err != errPeerGone {
 			return err
 		}
 	}
@@ -331,7 +387,10 @@ func (m *Manager) Reply(connID uint64, frame []byte) error {
 func (m *Manager) Disconnect(addr string) {
 	m.mu.Lock()
 	p := m.peers[addr]
-	delete(m.peers, addr)
+	if p != nil {
+		delete(m.peers, addr)
+		m.publishLocked()
+	}
 	m.mu.Unlock()
 	if p != nil {
 		p.shutdown()
@@ -351,6 +410,7 @@ func (m *Manager) Retire(addr string) {
 	if p != nil {
 		delete(m.peers, addr)
 		m.retired[p] = struct{}{}
+		m.publishLocked()
 	}
 	m.mu.Unlock()
 	if p != nil {
@@ -436,6 +496,7 @@ func (m *Manager) Close() error {
 		conns = append(conns, c)
 	}
 	clear(m.peers)
+	m.lookup.Store(nil)
 	m.mu.Unlock()
 
 	if ln != nil {
@@ -457,27 +518,31 @@ func (m *Manager) Close() error {
 
 // peerFor returns the peer for addr, creating it and its writer on first use.
 func (m *Manager) peerFor(addr string) (*peer, error) {
-	m.mu.RLock()
-	p, closed := m.peers[addr], m.closed
-	m.mu.RUnlock()
-	if p != nil {
-		return p, nil
-	}
-	if closed {
-		return nil, ErrClosed
+	if l := m.lookup.Load(); l != nil {
+		if p := (*l)[addr]; p != nil {
+			return p, nil
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, ErrClosed
 	}
-	if p = m.peers[addr]; p == nil {
+	p := m.peers[addr]
+	if p == nil {
 		p = newPeer(m, addr)
 		m.peers[addr] = p
+		m.publishLocked()
 		m.wg.Add(1)
 		go p.run()
 	}
 	return p, nil
+}
+
+// publishLocked replaces the lookup map with a copy of peers.
+func (m *Manager) publishLocked() {
+	l := maps.Clone(m.peers)
+	m.lookup.Store(&l)
 }
 
 // track registers c and starts its reader, unless the Manager is closing;

@@ -17,10 +17,13 @@ import (
 // Queue buffer sizes. A peer's queue is two buffers that trade places: Send
 // appends to one while the writer writes the other, so in steady state no
 // Send allocates. A buffer that grew past retainQueueBuf in a burst is freed
-// once a small batch shows the burst is over.
+// once the batches have stayed small for burstOver: a sustained load that
+// only now and then lets the writer catch up keeps its buffers, rather than
+// growing them again from scratch, copies and all, after every small batch.
 const (
 	initialQueueBuf = 16 << 10
 	retainQueueBuf  = 1 << 20
+	burstOver       = time.Second
 )
 
 // errPeerGone tells Send that Disconnect removed the peer it looked up.
@@ -46,6 +49,8 @@ type peer struct {
 	backoffUntil  time.Time     // Send fails with ErrBackoff before this
 	closed        bool          // shut down by Disconnect, Close or retirement
 	retiring      bool          // Retire: write what is queued, then shut down
+
+	lastBig time.Time // when the writer last took a big batch (writer only)
 }
 
 // failure is one failed dial or broken connection, to be reported once.
@@ -63,10 +68,11 @@ func newPeer(m *Manager, addr string) *peer {
 	return &peer{m: m, addr: addr, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
-// enqueue copies frames into the queue, all or none, and wakes the writer.
-func (p *peer) enqueue(frames ...[]byte) error {
+// enqueue copies nframes frames, concatenated in parts, into the queue,
+// all or none, and wakes the writer.
+func (p *peer) enqueue(nframes int, parts ...[]byte) error {
 	size := 0
-	for _, f := range frames {
+	for _, f := range parts {
 		size += len(f)
 	}
 	st := &p.m.stats
@@ -82,7 +88,7 @@ func (p *peer) enqueue(frames ...[]byte) error {
 	if !p.backoffUntil.IsZero() {
 		if time.Now().Before(p.backoffUntil) {
 			p.mu.Unlock()
-			st.dropBackoff.Add(uint64(len(frames)))
+			st.dropBackoff.Add(uint64(nframes))
 			st.dropBytes.Add(uint64(size))
 			return ErrBackoff
 		}
@@ -90,22 +96,24 @@ func (p *peer) enqueue(frames ...[]byte) error {
 	}
 	if len(p.pending)+p.inflight+size > p.m.cfg.QueueBytes {
 		p.mu.Unlock()
-		st.dropQueueFull.Add(uint64(len(frames)))
+		st.dropQueueFull.Add(uint64(nframes))
 		st.dropBytes.Add(uint64(size))
 		return ErrQueueFull
 	}
-	wasEmpty := len(p.pending) == 0
-	if need := len(p.pending) + size; need > cap(p.pending) {
+	n := len(p.pending)
+	wasEmpty := n == 0
+	if need := n + size; need > cap(p.pending) {
 		// Double (append grows big slices by only 1.25x): a burst then
 		// costs a few allocations, and none once both buffers have grown.
-		buf := make([]byte, len(p.pending), max(initialQueueBuf, 2*cap(p.pending), need))
+		buf := make([]byte, n, max(initialQueueBuf, 2*cap(p.pending), need))
 		copy(buf, p.pending)
 		p.pending = buf
 	}
-	for _, f := range frames {
-		p.pending = append(p.pending, f...)
+	p.pending = p.pending[:n+size] // no pointer written: no write barrier
+	for _, f := range parts {
+		n += copy(p.pending[n:], f)
 	}
-	p.pendingFrames += len(frames)
+	p.pendingFrames += nframes
 	p.mu.Unlock()
 	// The writer re-checks the queue after every write, so it needs waking
 	// only when the queue goes from empty to non-empty.
@@ -172,8 +180,12 @@ func (p *peer) drain(spare []byte) []byte {
 		n, err := c.write(batch, m.cfg.WriteTimeout)
 		p.written(c, batch, frames, n, err)
 		spare = batch[:0]
-		if cap(spare) > retainQueueBuf && len(batch) <= retainQueueBuf/4 {
-			spare = nil // the burst is over; give the memory back
+		if cap(spare) > retainQueueBuf {
+			if now := time.Now(); len(batch) > retainQueueBuf/4 {
+				p.lastBig = now
+			} else if now.Sub(p.lastBig) > burstOver {
+				spare = nil // the burst is over; give the memory back
+			}
 		}
 	}
 }
