@@ -27,7 +27,9 @@ type Packet struct {
 	Version int16
 	Type    int32
 	// Body is the module's body, trailer removed. It belongs to the
-	// handler.
+	// handler. Bodies received together share the memory they were read
+	// into (up to 256 KiB), so a handler that keeps a few bodies for long,
+	// out of many, keeps that memory too: it should keep copies.
 	Body []byte
 }
 
