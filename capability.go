@@ -29,7 +29,9 @@ type Packet struct {
 	Version int16
 	Type    int32
 	// Body is the module's body, trailer removed. It belongs to the
-	// handler.
+	// handler. Bodies received together share the memory they were read
+	// into (up to 256 KiB), so a handler that keeps a few bodies for long,
+	// out of many, keeps that memory too: it should keep copies.
 	Body []byte
 }
 
@@ -539,9 +541,24 @@ func (b *mailbox[T]) put(item T) {
 // never blocks: the rest are dropped. Into an empty queue the slices are
 // swapped rather than copied: *items comes back as the queue's spare,
 // already cleared, storage.
+//
+// If they do not all fit, the producer (a connection's reader) first
+// yields its processor, a few times at most: a handler that keeps up but
+// was preempted, or woken and queued behind busy goroutines, only waits for
+// a processor, and would otherwise see its queue overflow. A yield never
+// waits for the handler; a handler that is slow still fills its queue and
+// drops.
 func (b *mailbox[T]) putBatch(items *[]T) {
 	in := *items
 	b.mu.Lock()
+	for range fullYields {
+		if b.closed || len(in) <= b.max-len(b.items) {
+			break
+		}
+		b.mu.Unlock()
+		runtime.Gosched()
+		b.mu.Lock()
+	}
 	n := 0
 	if !b.closed {
 		n = min(len(in), b.max-len(b.items))
@@ -562,6 +579,9 @@ func (b *mailbox[T]) putBatch(items *[]T) {
 	}
 	b.queued(n)
 }
+
+// fullYields bounds the yields of a producer facing a full queue.
+const fullYields = 16
 
 // queued wakes the goroutine for the n items just added, and unlocks.
 //

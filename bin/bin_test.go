@@ -358,7 +358,7 @@ func TestStreamReaderLargeFrame(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}
-	assert.LessOrEqual(t, cap(s.buf), MaxPacketLen)
+	assert.LessOrEqual(t, cap(s.buf), MaxPacketLen, "a big frame alone does not make a bulk stream")
 }
 
 func TestStreamReaderErrors(t *testing.T) {
@@ -461,8 +461,7 @@ func TestStreamReaderKeepAndBulk(t *testing.T) {
 		}
 	}
 	require.True(t, bulk, "a big in-memory stream fills the buffer")
-	assert.LessOrEqual(t, len(s.buf), MaxPacketLen)
-	assert.Greater(t, len(s.buf), initialStreamBuf, "grown")
+	assert.Equal(t, maxStreamBuf, len(s.buf), "grown to its bound")
 	for j, f := range kept {
 		require.Equal(t, frames[3*j], f, "kept frame %d", 3*j)
 	}
@@ -530,4 +529,34 @@ func TestParseHintAndAppendHeader(t *testing.T) {
 	require.ErrorIs(t, err, ErrTooLarge)
 	_, err = AppendHeader(nil, Packet{Body: body}, 0)
 	require.ErrorIs(t, err, ErrBadCapability)
+}
+
+// A buffer grown by bulk traffic is given up after a long run of small
+// reads.
+func TestStreamReaderShrinks(t *testing.T) {
+	all, frames := concatFrames(t, 3000)
+	size := 0
+	for _, f := range frames[len(frames)-100:] {
+		size += len(f)
+	}
+	// A bulk burst (the stream in big reads), then 100 small frames read
+	// one per read.
+	bulk, rest := all[:len(all)-size], all[len(all)-size:]
+	ch := chunks{bulk}
+	off := 0
+	for _, f := range frames[len(frames)-100:] {
+		ch = append(ch, rest[off:off+len(f)])
+		off += len(f)
+	}
+	s := NewStreamReader(&ch)
+	grown := 0
+	for i := range frames {
+		_, err := s.Next()
+		require.NoError(t, err, "frame %d", i)
+		grown = max(grown, len(s.buf))
+	}
+	require.Equal(t, maxStreamBuf, grown)
+	_, err := s.Next()
+	require.ErrorIs(t, err, io.EOF)
+	require.Less(t, len(s.buf), maxStreamBuf, "small again after %d small reads", shrinkReads)
 }

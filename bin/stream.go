@@ -13,10 +13,11 @@ import (
 // error and the caller must close the connection, as OpenSIPS does.
 //
 // The reader keeps one buffer. It starts small and grows to hold a frame
-// whose header passed the bounds check, and, while the stream keeps
-// filling it to the brim (bulk traffic), up to [MaxPacketLen] bytes, its
-// bound. Each read fills as much of the buffer as the stream offers, so
-// one syscall usually yields many small frames.
+// whose header passed the bounds check (so at most [MaxPacketLen] bytes),
+// and, while the stream keeps filling it to the brim (bulk traffic), up to
+// 256 KiB, so that a read carries many frames; after a long run of small
+// reads it starts small again. Each read fills as much of the buffer as the
+// stream offers, so one syscall usually yields many small frames.
 type StreamReader struct {
 	r          io.Reader
 	buf        []byte
@@ -24,14 +25,22 @@ type StreamReader struct {
 	err        error
 	brim       bool // the last read filled the buffer: more was waiting
 	kept       bool // the caller keeps frames in buf: read into a new one
+	small      int  // consecutive reads that used little of a grown buffer
 }
 
 // initialStreamBuf suits the clusterer's control traffic (pings, updates of
 // a few hundred bytes); a stream that keeps the buffer full grows it up to
-// maxStreamBuf, so bulk traffic costs fewer reads.
+// maxStreamBuf, so bulk traffic costs fewer reads (each read of a TCP
+// socket has a fixed cost, acknowledgement included, of several
+// microseconds). Reads of bulkStreamBuf and more that fill the buffer are
+// bulk (see [StreamReader.Bulk]). A buffer grown past initialStreamBuf is
+// given up after shrinkReads reads that each used less than a sixteenth of
+// it.
 const (
 	initialStreamBuf = 16 << 10
-	maxStreamBuf     = MaxPacketLen
+	bulkStreamBuf    = 64 << 10
+	maxStreamBuf     = 256 << 10
+	shrinkReads      = 64
 )
 
 // NewStreamReader returns a reader that frames packets from r.
@@ -58,7 +67,7 @@ func (s *StreamReader) Ready() bool {
 // Bulk reports whether the buffer holding the frames being returned was
 // filled to the brim by the stream at its full size: the stream is
 // carrying bulk traffic and the buffer is packed with frames.
-func (s *StreamReader) Bulk() bool { return s.brim && len(s.buf) >= maxStreamBuf }
+func (s *StreamReader) Bulk() bool { return s.brim && len(s.buf) >= bulkStreamBuf }
 
 // Keep hands the buffer holding the frames returned so far to the caller:
 // they, and the frames returned until the next read, stay valid for good,
@@ -117,6 +126,9 @@ func (s *StreamReader) fill(n int) error {
 	}
 	if s.start == s.end {
 		s.start, s.end = 0, 0 // nothing pending: reuse the whole buffer
+		if s.small >= shrinkReads {
+			s.buf, s.small = nil, 0 // the bulk is over: start small again
+		}
 	}
 	if grow := s.brim && len(s.buf) < maxStreamBuf; grow || len(s.buf)-s.start < n {
 		size := n
@@ -126,9 +138,16 @@ func (s *StreamReader) fill(n int) error {
 		s.makeRoom(size)
 	}
 	for s.end-s.start < n {
-		m, err := s.r.Read(s.buf[s.end:])
+		space := s.buf[s.end:]
+		m, err := s.r.Read(space)
 		s.end += m
-		s.brim = s.end == len(s.buf)
+		// Bulk: a read offered at least half the buffer took all of it.
+		s.brim = m == len(space) && 2*len(space) >= len(s.buf)
+		if s.brim || len(s.buf) <= initialStreamBuf || m >= len(s.buf)/16 {
+			s.small = 0
+		} else {
+			s.small++
+		}
 		if s.end-s.start >= n {
 			return nil
 		}
