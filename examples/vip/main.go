@@ -37,7 +37,7 @@ const (
 	clusterID = 1
 	tag       = "vip"
 	vipAddr   = "10.0.0.100"
-	basePort  = 25760 // quickstart uses 25560+, whereis 25660+, the bench 27100+
+	basePort  = 25860 // quickstart uses 25560+, whereis 25660+, callcount 25760+, the bench 27100+
 
 	pingInterval = 500 * time.Millisecond
 	pingTimeout  = 200 * time.Millisecond
