@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +68,9 @@ func mapSyncErr(err error) error {
 			if err == ce {
 				return pe
 			}
-			return fmt.Errorf("%w: %v", pe, err)
+			// The core's detail (a name, a cluster) after the public
+			// sentinel, without the core's own wording of the same error.
+			return fmt.Errorf("%w%s", pe, strings.TrimPrefix(err.Error(), ce.Error()))
 		}
 	}
 	return err
