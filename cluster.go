@@ -455,6 +455,9 @@ func (c *Cluster) flush() {
 				}
 				continue
 			}
+			if s.Heard {
+				c.peers.Redial(s.Addr)
+			}
 			if err := c.peers.Send(s.Addr, s.Frame); err != nil {
 				c.stats.sendErrors.Add(1)
 				if linkBroken(err) {

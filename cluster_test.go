@@ -134,3 +134,32 @@ func TestRuntimeJoinSendRerouteKill(t *testing.T) {
 		require.Contains(t, ev, clusterer.Event{Kind: clusterer.NodeDown, Cluster: cl, Node: 3})
 	})
 }
+
+// A node that comes back while its neighbour is waiting out a long reconnect
+// backoff towards it is answered at once: its PING ends the backoff, so the
+// link comes up within a round trip, not seconds later.
+func TestRestartedNodeIsAnsweredDespiteBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := clustertest.NewNetwork()
+		defer nw.Close()
+		nodes, _ := startNodes(t, nw, map[int][]int{1: {2}, 2: {1}}, 1)
+
+		// Node 2 is absent: node 1's probes fail until its backoff has
+		// grown past a second (0.1 s doubling per failure, plus jitter).
+		for nodes[1].Stats().DialFailures < 5 {
+			time.Sleep(time.Millisecond)
+		}
+		// Start node 2 right after a failed dial: node 1 is now refusing
+		// sends to it for at least 1.6 s.
+		fails := nodes[1].Stats().DialFailures
+		more, _ := startNodes(t, nw, map[int][]int{2: {1}}, 2)
+		start := time.Now()
+		for len(reachable(nodes[1])) == 0 || len(reachable(more[2])) == 0 {
+			require.Less(t, time.Since(start), time.Second, "link not up")
+			time.Sleep(time.Millisecond)
+		}
+		require.Less(t, time.Since(start), 50*time.Millisecond)
+		require.Equal(t, fails, nodes[1].Stats().DialFailures, "no dial failed meanwhile")
+		require.Equal(t, uint64(1), nodes[1].Stats().Redials)
+	})
+}

@@ -52,6 +52,10 @@ type Stats struct {
 	WriteBatches               uint64
 	FramingErrors              uint64
 	QueueDrops                 uint64 // frames dropped: queue full, reconnect backoff, broken connection (RerouteDropped included)
+	DialFailures               uint64 // connection attempts to other nodes that failed
+	// Redials counts reconnect backoffs cut short because the node pinged
+	// us: a restarted node is answered at once, not after the backoff.
+	Redials uint64
 	// Peers is the number of peer addresses with a send queue and a writer
 	// goroutine, including ones finishing their queue after their node
 	// was removed or disabled.
@@ -106,6 +110,7 @@ func (c *Cluster) Stats() Stats {
 		ps := peers.Stats()
 		s.FramesSent, s.FramesReceived, s.BytesSent, s.BytesReceived = ps.FramesSent, ps.FramesRecv, ps.BytesSent, ps.BytesRecv
 		s.WriteBatches, s.FramingErrors, s.Peers = ps.WriteBatches, ps.FramingErrors, ps.Writers
+		s.DialFailures, s.Redials = ps.DialFailures, ps.Redials
 		s.QueueDrops = ps.DroppedQueueFull + ps.DroppedBackoff + ps.DroppedConnFailure + s.RerouteDropped
 	}
 	return s

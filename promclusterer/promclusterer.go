@@ -38,6 +38,8 @@
 //	clusterer_syncs_served_total, clusterer_syncs_serve_failed_total   full syncs donated, completely or not
 //	clusterer_sync_overflows_total              syncs failed for want of buffer room (then repeated)
 //	clusterer_shtags_not_created_total          sharing tags not created: their cluster holds 1024 (Stats.TooManyShTags)
+//	clusterer_dial_failures_total               failed connection attempts to other nodes
+//	clusterer_redials_total                     reconnect backoffs cut short because the node pinged us
 //
 // Drop reasons: malformed, unknown_cluster, unknown_node, own_id,
 // source_ip, disabled, unknown_capability, relay_no_route, relay_loop,
@@ -235,7 +237,7 @@ type statsGroup struct {
 	sent, recv, bytesSent, bytesRecv, moduleSent, relayed, rerouted *prometheus.Desc
 	dropped, stale, batches, framing                                *prometheus.Desc
 	syncSent, syncRecv, syncServed, syncServeFailed, syncOverflow   *prometheus.Desc
-	shtagsFull                                                      *prometheus.Desc
+	shtagsFull, dialFailures, redials                               *prometheus.Desc
 }
 
 func newStatsGroup(d descFunc) *statsGroup {
@@ -258,12 +260,14 @@ func newStatsGroup(d descFunc) *statsGroup {
 		syncServeFailed: d("syncs_serve_failed_total", "Full syncs to other nodes abandoned before the end."),
 		syncOverflow:    d("sync_overflows_total", "Syncs failed (and repeated) because more packets arrived meanwhile than the sync buffer holds."),
 		shtagsFull:      d("shtags_not_created_total", "Sharing tags not created, named by a packet or locally, because their cluster holds 1024."),
+		dialFailures:    d("dial_failures_total", "Connection attempts to other nodes that failed."),
+		redials:         d("redials_total", "Reconnect backoffs cut short because the node pinged us (it is back)."),
 	}
 }
 
 func (g *statsGroup) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.sent, g.recv, g.bytesSent, g.bytesRecv, g.moduleSent, g.relayed,
-		g.rerouted, g.dropped, g.stale, g.batches, g.framing, g.syncSent, g.syncRecv, g.syncServed, g.syncServeFailed, g.syncOverflow, g.shtagsFull} {
+		g.rerouted, g.dropped, g.stale, g.batches, g.framing, g.syncSent, g.syncRecv, g.syncServed, g.syncServeFailed, g.syncOverflow, g.shtagsFull, g.dialFailures, g.redials} {
 		ch <- d
 	}
 }
@@ -323,6 +327,8 @@ func (g *statsGroup) collect(c *clusterer.Cluster, ch chan<- prometheus.Metric) 
 	counter(g.syncServeFailed, s.SyncServeFailed)
 	counter(g.syncOverflow, s.SyncOverflow)
 	counter(g.shtagsFull, s.TooManyShTags)
+	counter(g.dialFailures, s.DialFailures)
+	counter(g.redials, s.Redials)
 }
 
 // --- queues ---

@@ -193,9 +193,14 @@ func (c *cluster) handlePing(now time.Time, n *node, msg *wire.Ping) {
 		}
 	}
 	c.send(n, pong)
-	if n.state == Down {
-		// A node we gave up on is back: probe it now rather than at the
-		// next node-timeout re-probe.
+	if n.state != Up {
+		if k := len(c.m.sends) - 1; k >= 0 && c.m.sends[k].Cluster == c.id && c.m.sends[k].Node == n.id {
+			c.m.sends[k].Heard = true
+		}
+	}
+	if n.state == Down || n.state == RetrySendFail {
+		// A node we gave up on, or could not reach, is back: probe it now
+		// rather than at the next node-timeout re-probe or retry.
 		n.retries = n.desc.PingRetries
 		c.ping(now, n, true)
 		n.state = Restarted

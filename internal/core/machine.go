@@ -79,6 +79,10 @@ type Send struct {
 	// instead of our own connection to Addr.
 	ConnID uint64
 	Frame  []byte
+	// Heard means Node has just pinged us while its link was not UP: it
+	// is back, so a transport waiting out a reconnect backoff towards
+	// Addr should dial now rather than drop this answer.
+	Heard bool
 }
 
 // EventKind classifies events.

@@ -167,6 +167,7 @@ type Stats struct {
 
 	Dials        uint64 // dial attempts
 	DialFailures uint64
+	Redials      uint64 // backoffs ended early by Redial
 	ConnFailures uint64 // established outgoing connections that broke
 	Accepted     uint64 // connections accepted
 
@@ -184,6 +185,7 @@ type counters struct {
 	dropQueueFull, dropBackoff, dropConn       atomic.Uint64
 	dropClosed, dropBytes, returned            atomic.Uint64
 	dials, dialFailures, connFailures, accepts atomic.Uint64
+	redials                                    atomic.Uint64
 }
 
 // Manager owns a listener, the outgoing connection and write queue of every
@@ -380,6 +382,27 @@ func (m *Manager) Reply(connID uint64, frame []byte) error {
 	return nil
 }
 
+// Redial ends a reconnect backoff towards addr, so that the next Send dials
+// at once. The caller has just heard from the peer (it pinged us over its
+// own connection): it is back, and waiting out a backoff of up to
+// BackoffMax would only delay our answer. It does nothing if there is no
+// backoff in progress.
+func (m *Manager) Redial(addr string) {
+	m.mu.RLock()
+	p := m.peers[addr]
+	m.mu.RUnlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if !p.backoffUntil.IsZero() {
+		p.backoffUntil = time.Time{}
+		p.backoff = 0
+		m.stats.redials.Add(1)
+	}
+	p.mu.Unlock()
+}
+
 // Disconnect closes the outgoing connection to addr, drops its queue and
 // forgets its backoff, without reporting a failure (used when a node is
 // disabled or removed). A later Send starts afresh. It does not wait for the
@@ -455,6 +478,7 @@ func (m *Manager) Stats() Stats {
 		Unsent:             c.returned.Load(),
 		Dials:              c.dials.Load(),
 		DialFailures:       c.dialFailures.Load(),
+		Redials:            c.redials.Load(),
 		ConnFailures:       c.connFailures.Load(),
 		Accepted:           c.accepts.Load(),
 	}

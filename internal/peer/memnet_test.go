@@ -265,6 +265,56 @@ func TestDialFailureBackoffAndRedial(t *testing.T) {
 	})
 }
 
+// Redial ends a backoff at once (the peer was heard from), so the next Send
+// dials without waiting; the backoff base starts over.
+func TestRedialEndsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := memnet.New()
+		defer n.Close()
+		a := memNode(t, n, hostA, func(c *peer.Config) {
+			c.BackoffMin = 100 * time.Millisecond
+			c.BackoffMax = 5 * time.Second
+		})
+		bAddr := addr(hostB)
+		a.Redial(bAddr) // unknown peer: nothing to do
+
+		// Five refused dials, each sent as soon as the backoff allows: the
+		// backoff has grown to 1.6–2.4 s.
+		for i := range 5 {
+			for a.Send(bAddr, frame(1, uint32(i), 50)) == peer.ErrBackoff {
+				time.Sleep(10 * time.Millisecond)
+			}
+			synctest.Wait()
+			require.Len(t, a.rec.Failures(), i+1)
+		}
+		require.ErrorIs(t, a.Send(bAddr, frame(1, 100, 50)), peer.ErrBackoff)
+
+		b := memNode(t, n, hostB)
+		a.Redial(bAddr)
+		start := time.Now()
+		require.NoError(t, a.Send(bAddr, frame(1, 101, 50)))
+		synctest.Wait()
+		assert.Equal(t, start, time.Now(), "no waiting")
+		got := b.rec.Frames()
+		require.Len(t, got, 1)
+		assert.Equal(t, frame(1, 101, 50), got[0].frame)
+		assert.Equal(t, uint64(1), a.Stats().Redials)
+
+		a.Redial(bAddr) // connected: no backoff to end
+		assert.Equal(t, uint64(1), a.Stats().Redials)
+
+		// The base starts over: after B goes away the first backoff is
+		// BackoffMin again.
+		require.NoError(t, b.Close())
+		synctest.Wait()
+		require.NoError(t, a.Send(bAddr, frame(1, 102, 50)))
+		synctest.Wait()
+		require.ErrorIs(t, a.Send(bAddr, frame(1, 103, 50)), peer.ErrBackoff)
+		time.Sleep(150*time.Millisecond + time.Nanosecond)
+		require.NoError(t, a.Send(bAddr, frame(1, 104, 50)))
+	})
+}
+
 // A dial to a blackholed host hangs until DialTimeout, then counts as a
 // failed dial.
 func TestDialTimeout(t *testing.T) {
