@@ -13,6 +13,11 @@
 //
 // (-db-add-node adds a row only if the table has none for that node).
 //
+// Nodes with bins: URLs (BIN over TLS, OpenSIPS proto_bins) need
+// -tls-cert and -tls-key, and usually -tls-ca (the CA that signs the
+// nodes' certificates, which name their IPs); -tls-client-auth makes it
+// mutual TLS.
+//
 // Every flag may also come from a JSON file given with -config, whose keys
 // are the flag names ({"node-id": 1, "db": "clusterer.db", "db-add-node":
 // ["cluster_id=1, node_id=1, url=bin:10.0.0.1:5555"]}); flags on the
@@ -22,6 +27,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -81,6 +88,9 @@ type config struct {
 	logLevel                   string
 	routeOpenSIPS, noRerouting bool
 	addNodes                   []clusterer.NodeInfo
+	tlsCert, tlsKey, tlsCA     string
+	tlsServerName              string
+	tlsClientAuth              bool
 }
 
 func parseConfig(args []string, getenv func(string) string) (*config, error) {
@@ -113,6 +123,11 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.routeOpenSIPS, "route-opensips", false, "choose next hops exactly as OpenSIPS does")
 	fs.BoolVar(&c.noRerouting, "no-rerouting", false, "never relay (OpenSIPS enable_rerouting=0)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of this node, for bins: URLs (OpenSIPS proto_bins)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM bundle of the CAs that sign the other nodes' certificates (default: the system's)")
+	fs.StringVar(&c.tlsServerName, "tls-server-name", "", "name to verify in the other nodes' certificates (default: their IP)")
+	fs.BoolVar(&c.tlsClientAuth, "tls-client-auth", false, "mutual TLS: require nodes dialling us to present a certificate signed by -tls-ca")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -126,6 +141,15 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	}
 	if c.nodeID < 1 {
 		return nil, fmt.Errorf("%w: -node-id is required (>= 1)", errUsage)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, fmt.Errorf("%w: -tls-cert and -tls-key go together", errUsage)
+	}
+	if c.tlsClientAuth && c.tlsCA == "" {
+		return nil, fmt.Errorf("%w: -tls-client-auth needs -tls-ca", errUsage)
+	}
+	if c.tlsCert == "" && (c.tlsCA != "" || c.tlsServerName != "" || c.tlsClientAuth) {
+		return nil, fmt.Errorf("%w: the -tls-* flags need -tls-cert and -tls-key", errUsage)
 	}
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
@@ -185,6 +209,34 @@ func newLogger(level string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
 }
 
+// tlsConfig builds the TLS configuration of the -tls-* flags, or nil
+// without them (then a bins: URL in the table is a provisioning error).
+func tlsConfig(c *config) (*tls.Config, error) {
+	if c.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert/-tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ServerName: c.tlsServerName, MinVersion: tls.VersionTLS12}
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-tls-ca: no PEM certificate in %s", c.tlsCA)
+		}
+		cfg.RootCAs, cfg.ClientCAs = pool, pool
+	}
+	if c.tlsClientAuth {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
 func openDB(c *config) (*sql.DB, dbprov.Dialect, error) {
 	d, err := dbprov.DialectOf(c.driver)
 	if err != nil {
@@ -213,6 +265,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	defer func() { _ = log.Sync() }()
 
+	tlsCfg, err := tlsConfig(cfg)
+	if err != nil {
+		return err
+	}
 	db, dialect, err := openDB(cfg)
 	if err != nil {
 		return err
@@ -234,7 +290,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return err
 	}
 	base := clusterer.Config{ListenAddr: cfg.listen, PingInterval: cfg.pingInterval, PingTimeout: cfg.pingTimeout,
-		NodeTimeout: cfg.nodeTimeout, DisableRerouting: cfg.noRerouting, Logger: log}
+		NodeTimeout: cfg.nodeTimeout, DisableRerouting: cfg.noRerouting, Logger: log, TLS: tlsCfg}
 	if cfg.routeOpenSIPS {
 		base.Routing = clusterer.RouteOpenSIPS
 	}

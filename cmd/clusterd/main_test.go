@@ -23,6 +23,7 @@ import (
 
 	"github.com/clusterer-go/clusterer/admin"
 	"github.com/clusterer-go/clusterer/dbprov"
+	"github.com/clusterer-go/clusterer/internal/testcert"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -199,6 +200,7 @@ func TestStartupErrors(t *testing.T) {
 	db := newDB(t, "(10, 1, 1, 'bin:127.0.0.1:5555', 'Node A')")
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"node-id": 1, "colour": "red"}`), 0o600))
+	tlsDB := newDB(t, "(10, 1, 1, 'bins:127.0.0.1:5555', 'Node A')")
 	for _, tc := range []struct {
 		args  []string
 		usage bool
@@ -214,6 +216,11 @@ func TestStartupErrors(t *testing.T) {
 		{[]string{"-node-id", "7", "-db", db}, false, "no row for the local node"},
 		{[]string{"-node-id", "1", "-db", filepath.Join(t.TempDir(), "empty.db")}, false, "wrong table version"},
 		{[]string{"-node-id", "1", "-db", db, "-admin-addr", "256.0.0.1:1"}, false, "admin API"},
+		{[]string{"-node-id", "1", "-tls-cert", "c.pem"}, true, "-tls-cert and -tls-key go together"},
+		{[]string{"-node-id", "1", "-tls-ca", "ca.pem"}, true, "need -tls-cert and -tls-key"},
+		{[]string{"-node-id", "1", "-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-client-auth"}, true, "needs -tls-ca"},
+		{[]string{"-node-id", "1", "-db", db, "-tls-cert", "/nonexistent.pem", "-tls-key", "/nonexistent.key"}, false, "-tls-cert/-tls-key"},
+		{[]string{"-node-id", "1", "-db", tlsDB}, false, "TLS"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), tc.args, &out, &errOut, func(string) string { return "" }, nil)
@@ -221,6 +228,50 @@ func TestStartupErrors(t *testing.T) {
 		require.Equal(t, tc.usage, errors.Is(err, errUsage), "%v: %v", tc.args, err)
 		require.Contains(t, err.Error(), tc.want, "%v", tc.args)
 	}
+}
+
+// Two daemons with bins: URLs link up over mutual TLS with certificates
+// from PEM files; a third whose certificate another CA signed is refused.
+func TestTLSDaemons(t *testing.T) {
+	defer http.DefaultClient.CloseIdleConnections()
+	p1, p2, p3 := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
+	db := newDB(t,
+		fmt.Sprintf("(10, 1, 1, 'bins:127.0.0.1:%d', 'Node A')", p1),
+		fmt.Sprintf("(20, 1, 2, 'bins:127.0.0.2:%d', 'Node B')", p2),
+		fmt.Sprintf("(30, 1, 3, 'bins:127.0.0.3:%d', 'Node C')", p3))
+	ca := testcert.NewCA(t, "cluster CA")
+	tlsArgs := func(ca *testcert.CA, ip string) []string {
+		caFile, cert, key := ca.WriteFiles(t, t.TempDir(), ip)
+		return []string{"-tls-cert", cert, "-tls-key", key, "-tls-ca", caFile, "-tls-client-auth"}
+	}
+	common := []string{"-db", db, "-admin-addr", "127.0.0.1:0", "-ping-interval", "200ms", "-ping-timeout", "100ms", "-node-timeout", "300ms"}
+	d1 := start(t, append(append([]string{"-node-id", "1"}, common...), tlsArgs(ca, "127.0.0.1")...)...)
+	d2 := start(t, append(append([]string{"-node-id", "2"}, common...), tlsArgs(ca, "127.0.0.2")...)...)
+	d3 := start(t, append(append([]string{"-node-id", "3"}, common...), tlsArgs(testcert.NewCA(t, "rogue CA"), "127.0.0.3")...)...)
+
+	ctx := context.Background()
+	c1 := &admin.Client{BaseURL: d1.admin}
+	linkState := func(l admin.NodeList, id int) string {
+		for _, n := range l.Clusters[0].Nodes {
+			if n.NodeID == id {
+				return n.LinkState
+			}
+		}
+		return ""
+	}
+	require.Eventually(t, func() bool {
+		l, err := c1.List(ctx)
+		return err == nil && linkState(l, 2) == "Up"
+	}, 10*time.Second, 20*time.Millisecond)
+	// Node 3 gets nowhere: 1 and 2 refuse its certificate, it refuses theirs.
+	time.Sleep(500 * time.Millisecond)
+	l, err := c1.List(ctx)
+	require.NoError(t, err)
+	require.NotEqual(t, "Up", linkState(l, 3))
+	require.Contains(t, d1.errOut.String()+d3.errOut.String(), "certificate")
+	d3.stop(t)
+	d2.stop(t)
+	d1.stop(t)
 }
 
 // -db-init and -db-add-node bootstrap a database from nothing, once.

@@ -10,8 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -100,4 +103,25 @@ func (ca *CA) Config(t testing.TB, ips ...string) *tls.Config {
 		ClientCAs:    ca.Pool,
 		MinVersion:   tls.VersionTLS12,
 	}
+}
+
+// WriteFiles writes, into dir, the CA's certificate and a certificate for
+// ips issued by it with its key, as PEM files (for programs that load
+// them), and returns their paths.
+func (ca *CA) WriteFiles(t testing.TB, dir string, ips ...string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	cert := ca.Issue(t, ips...)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	return write("ca.pem", "CERTIFICATE", ca.cert.Raw), write("node.pem", "CERTIFICATE", cert.Certificate[0]),
+		write("node.key", "PRIVATE KEY", keyDER)
 }
