@@ -49,7 +49,13 @@ type node struct {
 	listVer int32
 	listTS  int32 // latest time the LS update listVer can have been sent
 	bornTS  int32 // entries stamped earlier describe a previous incarnation
-	caps    []wire.CapState
+	// held are links of the node's previous incarnation that were in use
+	// (the other end also listed them) when its restart was detected.
+	// They count for routes until the node's own word on them, or until
+	// heldUntil (see restarted); they are never sent on.
+	held      []int32
+	heldUntil time.Time
+	caps      []wire.CapState
 
 	reachable bool
 	hop       int32 // next hop when reachable
@@ -277,6 +283,7 @@ const noList = -2
 func (n *node) forgetIncarnation() {
 	n.adj = nil
 	n.adjVer = nil
+	n.held = nil
 	n.listVer, n.listTS = noList, 0
 }
 

@@ -42,6 +42,12 @@ func (c *cluster) tick(now time.Time) {
 		c.sendRefresh(now)
 	}
 	cfg := &c.m.cfg
+	for _, n := range c.list {
+		if len(n.held) > 0 && !now.Before(n.heldUntil) {
+			n.held = nil // see restarted
+			c.topoDirty = true
+		}
+	}
 	for _, n := range slices.Clone(c.list) {
 		if !n.enabled || c.nodes[n.id] != n {
 			continue
@@ -122,6 +128,9 @@ func (c *cluster) deadline() time.Time {
 		min(c.refreshAt)
 	}
 	for _, n := range c.list {
+		if len(n.held) > 0 {
+			min(n.heldUntil)
+		}
 		if !n.enabled {
 			continue
 		}

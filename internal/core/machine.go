@@ -550,9 +550,16 @@ func (c *cluster) routeGraph() route.Graph {
 		}
 		g.Priority[n.id] = n.desc.Priority
 		var l []int32
-		for _, x := range n.adj {
+		adj := n.adj
+		if both {
+			// Links held over a restart (see restarted) count as the
+			// node's own; OpenSIPS forgets them with the old list.
+			adj = slices.Concat(n.adj, n.held)
+		}
+		for _, x := range adj {
 			o := c.nodes[x]
-			if o == nil || !o.enabled || both && !slices.Contains(o.adj, n.id) {
+			if o == nil || !o.enabled || slices.Contains(l, x) ||
+				both && !slices.Contains(o.adj, n.id) && !slices.Contains(o.held, n.id) {
 				continue
 			}
 			l = append(l, x)

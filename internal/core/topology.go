@@ -22,7 +22,7 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 	if restart || msg.Seq < from.listVer && msg.Timestamp > from.listTS {
 		// The second case: the list we hold came from a later LS counter
 		// of an earlier time, so the counter started over.
-		c.restarted(from, &from.ls, msg.Timestamp)
+		c.restarted(now, from, &from.ls, msg.Timestamp)
 	}
 	if msg.Neighbor == c.me() {
 		// The sender's view of our own link disagrees with ours: probe.
@@ -34,6 +34,8 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 			from.state = RestartPinging
 		}
 	} else {
+		// Its own word on this link replaces what we held for it.
+		from.held = slices.DeleteFunc(from.held, func(x int32) bool { return x == msg.Neighbor })
 		if from.adjVer == nil {
 			from.adjVer = map[int32]int32{}
 		}
@@ -60,8 +62,35 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 // incarnation's updates of those kinds are taken as they come rather than
 // each detecting the restart again. Updates stamped before the one that
 // revealed the restart (less a second of slack) are the old incarnation's.
-func (c *cluster) restarted(n *node, by *seqState, ts int32) {
+//
+// Links of the old list that the other end still reports UP are held
+// (n.held), not dropped, until the node itself tells us about them. The
+// updates a restarted node sends first are snapshots, each taken as one
+// of its links came UP (the FULL_TOP_UPDATE to that neighbour); the links
+// it makes next are announced later, by LS_UPDATE or by the refresh they
+// are coalesced into. Meanwhile a neighbour's LS_UPDATE saying its own
+// link to the node is UP again pairs with the old list's half of that
+// link, and the node becomes reachable through that neighbour, rightly:
+// the neighbour's link is to the new incarnation. Dropping the old half
+// on the first snapshot, which does not have that link yet, made the node
+// unreachable until our own link came UP a moment later: a NodeDown and a
+// NodeUp for a node that never went away, and failover of its calls and
+// sharing tags for nothing. A held link ends with the node's word on it
+// (an LS_UPDATE), with its refresh, which lists all its links and comes a
+// ping timeout after the first came UP, and at the latest two ping
+// timeouts after the restart was detected (OpenSIPS sends no refresh; it
+// announces each link as it comes UP).
+func (c *cluster) restarted(now time.Time, n *node, by *seqState, ts int32) {
+	var held []int32
+	for _, id := range slices.Concat(n.adj, n.held) {
+		if o := c.nodes[id]; o != nil && slices.Contains(o.adj, n.id) && !slices.Contains(held, id) {
+			held = append(held, id)
+		}
+	}
 	n.forgetIncarnation()
+	if len(held) > 0 {
+		n.held, n.heldUntil = held, now.Add(2*c.m.cfg.PingTimeout)
+	}
 	n.bornTS = ts - 1
 	for _, st := range []*seqState{&n.ls, &n.top, &n.capSt} {
 		if st != by {
@@ -92,7 +121,7 @@ func (c *cluster) restarted(n *node, by *seqState, ts int32) {
 // stamp bounds the time of X's LS update entrySeq: the entry's timestamp,
 // or for X's own entry, which carries none, the message's. An entry older
 // than the last list but stamped later comes from X's next incarnation.
-func (c *cluster) applyEntry(x *node, neigh []int32, entrySeq, stamp, src int32, srcLinked bool) {
+func (c *cluster) applyEntry(now time.Time, x *node, neigh []int32, entrySeq, stamp, src int32, srcLinked bool) {
 	own := x.id == src
 	if stamp < x.bornTS {
 		return // about an earlier incarnation
@@ -101,7 +130,7 @@ func (c *cluster) applyEntry(x *node, neigh []int32, entrySeq, stamp, src int32,
 		if stamp <= x.listTS {
 			return
 		}
-		c.restarted(x, nil, stamp)
+		c.restarted(now, x, nil, stamp)
 	}
 	if c.olderIncarnation(x, entrySeq, stamp) {
 		return
@@ -177,7 +206,7 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 		return
 	}
 	if restart {
-		c.restarted(from, &from.top, msg.Timestamp)
+		c.restarted(now, from, &from.top, msg.Timestamp)
 	}
 	// Whether to flood it on (see the end).
 	fresh := restart || len(msg.Nodes) == 1 && msg.Nodes[0].Node == from.id
@@ -189,8 +218,13 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 		if i == 0 && e.Node == from.id {
 			// The sender's own entry is authoritative, as far as it is
 			// not older than the LS_UPDATEs we applied (see applyEntry;
-			// OpenSIPS applies it whole and can roll a link back).
-			c.applyEntry(from, e.Neighbors, e.LSSeq, msg.Timestamp, from.id, false)
+			// OpenSIPS applies it whole and can roll a link back). A
+			// refresh (the sender's own entry only) lists all its links:
+			// it ends the links held over its restart (see restarted).
+			if !restart && len(msg.Nodes) == 1 {
+				from.held = nil
+			}
+			c.applyEntry(now, from, e.Neighbors, e.LSSeq, msg.Timestamp, from.id, false)
 			if listsMe && from.state == Down {
 				c.revive(from)
 			}
@@ -207,7 +241,7 @@ func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpda
 			fresh = true
 		}
 		srcLinked := msg.Nodes[0].Node == from.id && slices.Contains(msg.Nodes[0].Neighbors, x.id)
-		c.applyEntry(x, e.Neighbors, e.LSSeq, e.LSTimestamp, from.id, srcLinked)
+		c.applyEntry(now, x, e.Neighbors, e.LSSeq, e.LSTimestamp, from.id, srcLinked)
 		if listsMe && x.state == Down {
 			c.revive(x)
 		}
@@ -331,7 +365,7 @@ func (c *cluster) handleCapUpdate(now time.Time, from *node, msg *wire.CapUpdate
 	}
 	from.capSt = st
 	if restart {
-		c.restarted(from, &from.capSt, msg.Timestamp)
+		c.restarted(now, from, &from.capSt, msg.Timestamp)
 	}
 	for _, b := range msg.Nodes {
 		x := c.nodes[b.Node]
