@@ -81,6 +81,7 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 // timeouts after the restart was detected (OpenSIPS sends no refresh; it
 // announces each link as it comes UP).
 func (c *cluster) restarted(now time.Time, n *node, by *seqState, ts int32) {
+	c.m.stats.Restarts++
 	var held []int32
 	for _, id := range slices.Concat(n.adj, n.held) {
 		if o := c.nodes[id]; o != nil && slices.Contains(o.adj, n.id) && !slices.Contains(held, id) {
