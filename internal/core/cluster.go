@@ -40,6 +40,11 @@ type node struct {
 
 	// What the node told us, per update kind: last accepted (seq, ts).
 	ls, top, capSt seqState
+	// topDirect is the highest FULL_TOP_UPDATE sequence received straight
+	// from the node (not flooded) in its current incarnation, -1 if none:
+	// the next one straight from it is higher unless it restarted (see
+	// handleFullTop).
+	topDirect int32
 
 	adj []int32 // its UP neighbours as known here (never the local node)
 	// Versions of adj, in the node's LS counter: adjVer per neighbour
@@ -139,7 +144,8 @@ func (c *cluster) addNode(id int32, d wire.Description, seed, enabled bool) *nod
 		id: id, desc: d, url: u, addr: u.Addr.String(), seed: seed, enabled: enabled,
 		state: RestartPinging,
 		ls:    newSeqState(), top: newSeqState(), capSt: newSeqState(),
-		listVer: noList,
+		topDirect: -1,
+		listVer:   noList,
 	}
 	c.nodes[id] = n
 	c.list = slices.Insert(c.list, 0, n)
@@ -285,6 +291,7 @@ func (n *node) forgetIncarnation() {
 	n.adjVer = nil
 	n.held = nil
 	n.listVer, n.listTS = noList, 0
+	n.topDirect = -1
 }
 
 // seqState is the last accepted (seq, ts) of one update kind from one node.
@@ -313,9 +320,10 @@ func newSeqState() seqState { return seqState{seq: -1} }
 // together), so it is accepted as a restart, whether it is the 0 or a
 // later one; anything else that does not grow the sequence is a
 // duplicate. The cost: a restart within the same second as the node's last
-// update is noticed only once its sequence grows past the old one, or, for
-// a neighbour, by the FULL_TOP_UPDATE it sends us when its link comes UP
-// (see handleFullTop).
+// update is noticed only in a later second, or, for a neighbour, by the
+// FULL_TOP_UPDATE it sends us when its link comes UP, if its sequence is not
+// above the last one the old incarnation sent us directly (see
+// handleFullTop).
 func (st *seqState) accept(seq, ts int32) (ok, restart bool) {
 	switch {
 	case seq < 0 || ts < st.floor:

@@ -194,20 +194,30 @@ func (c *cluster) olderIncarnation(x *node, v, ts int32) bool {
 
 func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpdate) {
 	ok, restart := from.top.accept(msg.Seq, msg.Timestamp)
-	if !ok && len(msg.Path) == 1 && msg.Path[0] == from.id {
-		// Straight from its originator, so not a flood copy: a node sends
-		// one to a neighbour each time its link to it comes UP. One that
-		// does not grow the sequence means the node restarted within the
-		// second of its last update, which the timestamps cannot show.
+	direct := len(msg.Path) == 1 && msg.Path[0] == from.id
+	current := msg.Seq >= 0 && msg.Timestamp >= from.top.floor // not a straggler of a forgotten incarnation
+	if !ok && direct && current && msg.Seq <= from.topDirect {
+		// A restart within the second of the node's last update, which
+		// the timestamps cannot show. Its own FULL_TOP_UPDATEs reach us
+		// in the order it sent them (one TCP connection), so within one
+		// incarnation each one straight from it has a higher sequence
+		// than the one before; one that does not comes from a node whose
+		// counter started over. A copy flooded by a third node proves
+		// nothing: it can overtake the node's own, and a direct update
+		// not newer than a flooded one is merely late (taking it for a
+		// restart made us forget the node's links for nothing).
 		ok, restart = true, true
 		from.top.seq, from.top.ts = msg.Seq, msg.Timestamp
+	}
+	if restart {
+		c.restarted(now, from, &from.top, msg.Timestamp)
+	}
+	if direct && current {
+		from.topDirect = max(from.topDirect, msg.Seq)
 	}
 	if !ok {
 		c.m.stats.StaleSeq++
 		return
-	}
-	if restart {
-		c.restarted(now, from, &from.top, msg.Timestamp)
 	}
 	// Whether to flood it on (see the end).
 	fresh := restart || len(msg.Nodes) == 1 && msg.Nodes[0].Node == from.id

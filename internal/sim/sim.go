@@ -74,6 +74,8 @@ type Node struct {
 	Alive  bool
 	Events []TimedEvent
 	Cfg    core.Config
+	// Restarts counts the times the node was restarted (Restart).
+	Restarts int
 
 	sim       *Sim
 	tickAt    time.Time
@@ -189,6 +191,7 @@ func (s *Sim) Restart(id int32) error {
 	}
 	n.M = m
 	n.connected = map[int32]bool{}
+	n.Restarts++
 	s.Start(id)
 	return nil
 }
