@@ -40,11 +40,13 @@ type node struct {
 
 	// What the node told us, per update kind: last accepted (seq, ts).
 	ls, top, capSt seqState
-	// topDirect is the highest FULL_TOP_UPDATE sequence received straight
-	// from the node (not flooded) in its current incarnation, -1 if none:
-	// the next one straight from it is higher unless it restarted (see
-	// handleFullTop).
-	topDirect int32
+	// directTop and directLS are the highest FULL_TOP_UPDATE sequence and
+	// LS version (of an LS_UPDATE, or of its own entry in a
+	// FULL_TOP_UPDATE) received straight from the node, not flooded, in
+	// its current incarnation; -1 if none. Its updates straight to us
+	// arrive in the order it sent them, so they only go back on a counter
+	// if it restarted (see handleFullTop).
+	directTop, directLS int32
 
 	adj []int32 // its UP neighbours as known here (never the local node)
 	// Versions of adj, in the node's LS counter: adjVer per neighbour
@@ -144,8 +146,8 @@ func (c *cluster) addNode(id int32, d wire.Description, seed, enabled bool) *nod
 		id: id, desc: d, url: u, addr: u.Addr.String(), seed: seed, enabled: enabled,
 		state: RestartPinging,
 		ls:    newSeqState(), top: newSeqState(), capSt: newSeqState(),
-		topDirect: -1,
-		listVer:   noList,
+		directTop: -1, directLS: -1,
+		listVer: noList,
 	}
 	c.nodes[id] = n
 	c.list = slices.Insert(c.list, 0, n)
@@ -291,7 +293,7 @@ func (n *node) forgetIncarnation() {
 	n.adjVer = nil
 	n.held = nil
 	n.listVer, n.listTS = noList, 0
-	n.topDirect = -1
+	n.directTop, n.directLS = -1, -1
 }
 
 // seqState is the last accepted (seq, ts) of one update kind from one node.
@@ -320,10 +322,8 @@ func newSeqState() seqState { return seqState{seq: -1} }
 // together), so it is accepted as a restart, whether it is the 0 or a
 // later one; anything else that does not grow the sequence is a
 // duplicate. The cost: a restart within the same second as the node's last
-// update is noticed only in a later second, or, for a neighbour, by the
-// FULL_TOP_UPDATE it sends us when its link comes UP, if its sequence is not
-// above the last one the old incarnation sent us directly (see
-// handleFullTop).
+// update is noticed only in a later second, or, for a neighbour, by an
+// update straight from it that goes back on a counter (see handleFullTop).
 func (st *seqState) accept(seq, ts int32) (ok, restart bool) {
 	switch {
 	case seq < 0 || ts < st.floor:

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/clusterer-go/clusterer/internal/wire"
 )
 
 // restarts lists each node's restart detections (core Stats.Restarts).
@@ -71,4 +73,64 @@ func TestRestartWithinOneSecond(t *testing.T) {
 			require.Equal(t, uint64(1), s.Node(id).M.Stats().Restarts, "%d nodes: node %d", n, id)
 		}
 	}
+}
+
+// TestRestartWithinTheSecondOfAnUpdate: a node up for seconds gets links
+// to more nodes, announces a capability synced, dies before its refresh of
+// its links goes out, and is restarted within the same second, so that its
+// timestamps cannot tell the restart. The new incarnation's first
+// FULL_TOP_UPDATE to a survivor may carry a higher sequence number than the
+// last one the old incarnation sent it; but its own entry carries the LS
+// counter, started over, below the old one's. A survivor that missed this
+// took the new incarnation's own entries, in its refresh too, for older
+// than the list it held, and kept the old incarnation's list of the node's
+// links for good: the routes were right, the topology databases wrong (18
+// schedules of 300 before these changes, 15 with the sequence check alone).
+func TestRestartWithinTheSecondOfAnUpdate(t *testing.T) {
+	saved := StrictTopology
+	StrictTopology = true
+	defer func() { StrictTopology = saved }()
+	ran, bad := 0, 0
+	for seed := uint64(1); seed <= 300; seed++ {
+		n := int32(3 + seed%3)
+		s := New(seed)
+		s.Jitter = time.Millisecond
+		for _, c := range fullMesh(n, true) {
+			c.Clusters[0].Capabilities = []wire.CapState{{Name: "x"}}
+			_, err := s.Add(c)
+			require.NoError(t, err)
+		}
+		r := s.Rand()
+		for id := int32(1); id < n-1; id++ {
+			s.Cut(id, n)
+		}
+		s.StartAll()
+		s.Run(2500 * time.Millisecond)
+		s.HealAll()
+		require.True(t, s.RunUntil(5*time.Second, func() bool {
+			return s.CheckConverged(cl) == nil && len(s.Reachable(cl, n)) == int(n-1)
+		}), "seed %d: links healed", seed)
+		s.Node(n).M.SetCapability(s.Now(), cl, "x", true)
+		s.flush(s.Node(n))
+		s.Run(time.Duration(r.IntN(150)) * time.Millisecond)
+		second := s.Now().Truncate(time.Second)
+		s.Kill(n)
+		s.Run(time.Duration(1+r.IntN(100)) * time.Millisecond)
+		if !s.Now().Truncate(time.Second).Equal(second) {
+			continue
+		}
+		ran++
+		require.NoError(t, s.Restart(n))
+		s.Run(3 * time.Second)
+		if err := s.CheckConverged(cl); err != nil {
+			bad++
+			t.Errorf("seed %d: %v", seed, err)
+		}
+		for id := int32(1); id < n; id++ {
+			caps := s.Node(id).M.View().Cluster(cl).Node(n).Capabilities
+			require.Equal(t, []wire.CapState{{Name: "x"}}, caps, "seed %d: node %d has the new incarnation's capability, not synced", seed, id)
+		}
+	}
+	t.Logf("%d schedules, %d diverged", ran, bad)
+	require.Greater(t, ran, 100, "schedules restarting within the second")
 }
