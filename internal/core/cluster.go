@@ -279,6 +279,7 @@ func (c *cluster) recompute() {
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
 			c.forgetCapStates(n)
+			c.shtagNodeGone(n.id)
 		}
 	}
 }
