@@ -231,7 +231,8 @@ func TestShTagBeforeStart(t *testing.T) {
 }
 
 // The announcement reaches a node behind a relay: SHTAG_ACTIVE and the
-// claim both cross node 2, and the holder there steps down.
+// claim both cross node 2, the holder there steps down, and its yield
+// notice crosses node 2 back (a handover: no conflict for node 1).
 func TestShTagActivationThroughRelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nw := clustertest.NewNetwork()
@@ -247,10 +248,11 @@ func TestShTagActivationThroughRelay(t *testing.T) {
 		relayed := nodes[2].Stats().Relayed
 		require.NoError(t, nodes[1].ActivateShTag(context.Background(), vip, cl))
 		synctest.Wait()
-		require.Equal(t, relayed+2, nodes[2].Stats().Relayed, "the claim and SHTAG_ACTIVE crossed node 2")
+		require.Equal(t, relayed+3, nodes[2].Stats().Relayed, "the claim and SHTAG_ACTIVE crossed node 2, and node 3's yield notice back")
 		require.Equal(t, []int{1}, activeNodes(t, nodes, vip))
 		require.Equal(t, clusterer.ShTagChange{Name: vip, Cluster: cl, Old: clusterer.ShTagActive, New: clusterer.ShTagBackup,
 			Reason: clusterer.ShTagTakenOver, Node: 1, Term: 1}, w[3].last(t))
+		require.Equal(t, clusterer.ShTagActivated, w[1].last(t).Reason, "node 1 took the tag over from node 3: no conflict")
 	})
 }
 

@@ -40,6 +40,13 @@ type node struct {
 
 	// What the node told us, per update kind: last accepted (seq, ts).
 	ls, top, capSt seqState
+	// directTop and directLS are the highest FULL_TOP_UPDATE sequence and
+	// LS version (of an LS_UPDATE, or of its own entry in a
+	// FULL_TOP_UPDATE) received straight from the node, not flooded, in
+	// its current incarnation; -1 if none. Its updates straight to us
+	// arrive in the order it sent them, so they only go back on a counter
+	// if it restarted (see handleFullTop).
+	directTop, directLS int32
 
 	adj []int32 // its UP neighbours as known here (never the local node)
 	// Versions of adj, in the node's LS counter: adjVer per neighbour
@@ -139,6 +146,7 @@ func (c *cluster) addNode(id int32, d wire.Description, seed, enabled bool) *nod
 		id: id, desc: d, url: u, addr: u.Addr.String(), seed: seed, enabled: enabled,
 		state: RestartPinging,
 		ls:    newSeqState(), top: newSeqState(), capSt: newSeqState(),
+		directTop: -1, directLS: -1,
 		listVer: noList,
 	}
 	c.nodes[id] = n
@@ -271,6 +279,7 @@ func (c *cluster) recompute() {
 		case !ok && was:
 			c.m.events = append(c.m.events, Event{Kind: NodeDown, Cluster: c.id, Node: n.id})
 			c.forgetCapStates(n)
+			c.shtagNodeGone(n.id)
 		}
 	}
 }
@@ -285,6 +294,7 @@ func (n *node) forgetIncarnation() {
 	n.adjVer = nil
 	n.held = nil
 	n.listVer, n.listTS = noList, 0
+	n.directTop, n.directLS = -1, -1
 }
 
 // seqState is the last accepted (seq, ts) of one update kind from one node.
@@ -313,9 +323,8 @@ func newSeqState() seqState { return seqState{seq: -1} }
 // together), so it is accepted as a restart, whether it is the 0 or a
 // later one; anything else that does not grow the sequence is a
 // duplicate. The cost: a restart within the same second as the node's last
-// update is noticed only once its sequence grows past the old one, or, for
-// a neighbour, by the FULL_TOP_UPDATE it sends us when its link comes UP
-// (see handleFullTop).
+// update is noticed only in a later second, or, for a neighbour, by an
+// update straight from it that goes back on a counter (see handleFullTop).
 func (st *seqState) accept(seq, ts int32) (ok, restart bool) {
 	switch {
 	case seq < 0 || ts < st.floor:

@@ -214,6 +214,9 @@ type Stats struct {
 	// MaxShTags. ShTagLeftToClaim counts SHTAG_ACTIVEs from Go nodes, left
 	// to the claim that came with them.
 	ShTagsFull, ShTagLeftToClaim uint64
+	// Restarts counts restarts of other nodes detected (each time one's
+	// previous incarnation was forgotten).
+	Restarts uint64
 }
 
 // New validates cfg and builds a machine; nothing is sent before Start.

@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -41,6 +42,16 @@ import (
 //     does, so after a partition heals, or after simultaneous activations,
 //     exactly one Go node holds each tag, the same one whatever the order
 //     of the messages.
+//   - A holder that steps down for a better claim sends the winner a
+//     yield notice (an active claim with its old term, naming the winner
+//     as owner), at once or when the winner becomes reachable. Without
+//     it, a loser whose own claim had not reached the winner (the
+//     winner's claim came first, before the loser's routes reached the
+//     winner, or the loser never saw the partition) stepped down unheard,
+//     and the winner never reported the conflict nor the resync it needs.
+//     The winner reports each conflict once, whichever of the loser's
+//     claim and notice it gets, and none for a holder its own activation
+//     reached (a handover).
 //   - A node that does not hold the tag sends the holder it knows of, and
 //     that holder's term, to every node that comes UP; so a node that
 //     restarts learns both. A holder that hears such a report naming
@@ -180,6 +191,14 @@ type shtag struct {
 	// announced are the nodes whose last claim said a SHTAG_ACTIVE
 	// follows it.
 	announced map[int32]bool
+	// conflicts are the nodes reported as ConflictWon while we hold the
+	// tag, and reached the nodes our claim reached as we activated it
+	// (their yield is our handover, not a conflict); both until the node
+	// becomes unreachable or restarts (see recvShtagClaim).
+	conflicts, reached map[int32]bool
+	// yieldTo is the node whose claim made us step down, owed a yield
+	// notice with yieldTerm, the claim we had (see recvShtagClaim).
+	yieldTo, yieldTerm int32
 }
 
 // shtags is a cluster's sharing-tag state.
@@ -269,6 +288,9 @@ func (c *cluster) shtagStep(now time.Time) {
 			continue
 		}
 		for _, t := range c.sh.list {
+			if t.yieldTo == id {
+				c.sendYield(now, t)
+			}
 			owed := t.announce && !t.sent[id]
 			informative := t.state == ShTagActive || t.maxTerm > 0 || t.owner != 0
 			if !owed && !informative {
@@ -286,7 +308,11 @@ func (c *cluster) shtagForget(id int32) {
 	for _, t := range c.sh.list {
 		delete(t.sent, id)
 		delete(t.announced, id)
+		if t.yieldTo == id {
+			t.yieldTo = 0
+		}
 	}
+	c.shtagNodeGone(id)
 }
 
 // shtagSend sends n the local claim about t and, if active is set,
@@ -317,6 +343,42 @@ func (c *cluster) shtagSend(now time.Time, t *shtag, n *node, active bool) bool 
 	return true
 }
 
+// shtagConflictWon reports a conflict with loser, once: its claim and its
+// yield notice may both arrive, in either order (by different routes).
+func (c *cluster) shtagConflictWon(t *shtag, loser int32) {
+	if t.conflicts[loser] {
+		return
+	}
+	if t.conflicts == nil {
+		t.conflicts = map[int32]bool{}
+	}
+	t.conflicts[loser] = true
+	c.shtagChanged(t, ShTagActive, ShTagConflictWon, loser, true)
+}
+
+// shtagNodeGone notes a node that became unreachable or restarted: what
+// it claims next is news.
+func (c *cluster) shtagNodeGone(id int32) {
+	for _, t := range c.sh.list {
+		delete(t.conflicts, id)
+		delete(t.reached, id)
+	}
+}
+
+// sendYield sends the yield notice owed, if its node is reachable.
+func (c *cluster) sendYield(now time.Time, t *shtag) {
+	n := c.nodes[t.yieldTo]
+	if n == nil {
+		t.yieldTo = 0
+		return
+	}
+	msg := &wire.ShtagClaim{Trailer: bin.Trailer{Cluster: c.id, Src: c.me(), Dst: n.id}, Tag: t.name,
+		Term: t.yieldTerm, Owner: n.id, Active: true}
+	if n.enabled && c.sendRouted(now, n.id, msg) {
+		t.yieldTo = 0
+	}
+}
+
 // activate makes the local node the tag's holder and announces it to every
 // node.
 func (c *cluster) activate(now time.Time, t *shtag) {
@@ -325,11 +387,13 @@ func (c *cluster) activate(now time.Time, t *shtag) {
 	t.term = t.maxTerm
 	t.state, t.owner, t.ownerTerm = ShTagActive, c.me(), t.term
 	t.announce, t.sent = true, map[int32]bool{}
+	t.conflicts, t.yieldTo = nil, 0
 	for _, n := range c.list {
 		if c.shtagSend(now, t, n, true) {
 			t.sent[n.id] = true
 		}
 	}
+	t.reached = maps.Clone(t.sent)
 	c.sh.view = nil
 	if prev == c.me() {
 		prev = 0
@@ -344,7 +408,7 @@ func (c *cluster) stepDown(t *shtag, holder, term int32) {
 	old := t.state
 	t.state = ShTagBackup
 	t.owner, t.ownerTerm = holder, term
-	t.announce, t.sent = false, nil
+	t.announce, t.sent, t.conflicts, t.reached = false, nil, nil, nil
 	c.sh.view = nil
 	if old == ShTagActive {
 		c.shtagChanged(t, old, ShTagTakenOver, holder, false)
@@ -374,6 +438,19 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 	if !ok {
 		return
 	}
+	if msg.Active && msg.Owner != from.id {
+		// A yield notice: from held the tag and stepped down for Owner.
+		// A conflict, unless its claim reported it already or it
+		// stepped down for the claim we sent it as we took the tag
+		// over (a handover, reported as Activated). It says nothing of
+		// a SHTAG_ACTIVE (announced): one sent before it by another
+		// route may still be on its way.
+		t.maxTerm = max(t.maxTerm, msg.Term)
+		if t.state == ShTagActive && msg.Owner == c.me() && !t.reached[from.id] {
+			c.shtagConflictWon(t, from.id)
+		}
+		return
+	}
 	if msg.Announce {
 		if t.announced == nil {
 			t.announced = map[int32]bool{}
@@ -390,13 +467,15 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 	}
 	if t.state == ShTagActive {
 		if beats(msg.Term, from.id, t.term, c.me()) {
+			t.yieldTo, t.yieldTerm = from.id, t.term
 			c.stepDown(t, from.id, msg.Term)
+			c.sendYield(now, t)
 			return
 		}
 		// Both held the tag; ours wins. Tell the loser in case our
 		// claim has not reached it.
 		c.shtagSend(now, t, from, false)
-		c.shtagChanged(t, ShTagActive, ShTagConflictWon, from.id, true)
+		c.shtagConflictWon(t, from.id)
 		return
 	}
 	if t.owner == from.id || !c.holderReachable(t) || beats(msg.Term, from.id, t.ownerTerm, t.owner) {

@@ -15,14 +15,25 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 		return
 	}
 	ok, restart := from.ls.accept(msg.Seq, msg.Timestamp)
-	if !ok {
-		c.m.stats.StaleSeq++
-		return
+	direct := len(msg.Path) == 1 && msg.Path[0] == from.id
+	current := msg.Seq >= 0 && msg.Timestamp >= from.ls.floor
+	if !ok && direct && current && msg.Seq <= from.directLS {
+		// Straight from the node and not above its LS versions that came
+		// straight before it: its counter started over (see handleFullTop).
+		ok, restart = true, true
+		from.ls.seq, from.ls.ts = msg.Seq, msg.Timestamp
 	}
-	if restart || msg.Seq < from.listVer && msg.Timestamp > from.listTS {
+	if ok && (restart || msg.Seq < from.listVer && msg.Timestamp > from.listTS) {
 		// The second case: the list we hold came from a later LS counter
 		// of an earlier time, so the counter started over.
 		c.restarted(now, from, &from.ls, msg.Timestamp)
+	}
+	if direct && current {
+		from.directLS = max(from.directLS, msg.Seq)
+	}
+	if !ok {
+		c.m.stats.StaleSeq++
+		return
 	}
 	if msg.Neighbor == c.me() {
 		// The sender's view of our own link disagrees with ours: probe.
@@ -81,6 +92,7 @@ func (c *cluster) handleLSUpdate(now time.Time, from *node, msg *wire.LSUpdate) 
 // timeouts after the restart was detected (OpenSIPS sends no refresh; it
 // announces each link as it comes UP).
 func (c *cluster) restarted(now time.Time, n *node, by *seqState, ts int32) {
+	c.m.stats.Restarts++
 	var held []int32
 	for _, id := range slices.Concat(n.adj, n.held) {
 		if o := c.nodes[id]; o != nil && slices.Contains(o.adj, n.id) && !slices.Contains(held, id) {
@@ -88,6 +100,7 @@ func (c *cluster) restarted(now time.Time, n *node, by *seqState, ts int32) {
 		}
 	}
 	n.forgetIncarnation()
+	c.shtagNodeGone(n.id)
 	if len(held) > 0 {
 		n.held, n.heldUntil = held, now.Add(2*c.m.cfg.PingTimeout)
 	}
@@ -193,20 +206,40 @@ func (c *cluster) olderIncarnation(x *node, v, ts int32) bool {
 
 func (c *cluster) handleFullTop(now time.Time, from *node, msg *wire.FullTopUpdate) {
 	ok, restart := from.top.accept(msg.Seq, msg.Timestamp)
-	if !ok && len(msg.Path) == 1 && msg.Path[0] == from.id {
-		// Straight from its originator, so not a flood copy: a node sends
-		// one to a neighbour each time its link to it comes UP. One that
-		// does not grow the sequence means the node restarted within the
-		// second of its last update, which the timestamps cannot show.
+	// A node's own updates straight to us (path: itself only) come on
+	// one TCP connection, in the order it sent them: within one
+	// incarnation each has a higher sequence than the one before, and its
+	// own entry an LS version no lower than the ones before. One that goes
+	// back comes from a node whose counters started over: a restart,
+	// even within the second of its last update, which the timestamps
+	// cannot show. Flooded copies prove nothing: one can overtake the
+	// node's own, and an update straight from it that is not newer than a
+	// flooded one is merely late (taking it for a restart made us forget
+	// the node's links for nothing).
+	direct := len(msg.Path) == 1 && msg.Path[0] == from.id
+	current := msg.Seq >= 0 && msg.Timestamp >= from.top.floor // not a straggler of a forgotten incarnation
+	ownLS, hasOwn := int32(0), len(msg.Nodes) > 0 && msg.Nodes[0].Node == from.id
+	if hasOwn {
+		ownLS = msg.Nodes[0].LSSeq
+	}
+	if direct && current && !restart && (msg.Seq <= from.directTop || hasOwn && ownLS < from.directLS) {
+		if !ok {
+			from.top.seq, from.top.ts = msg.Seq, msg.Timestamp
+		}
 		ok, restart = true, true
-		from.top.seq, from.top.ts = msg.Seq, msg.Timestamp
+	}
+	if restart {
+		c.restarted(now, from, &from.top, msg.Timestamp)
+	}
+	if direct && current {
+		from.directTop = max(from.directTop, msg.Seq)
+		if hasOwn {
+			from.directLS = max(from.directLS, ownLS)
+		}
 	}
 	if !ok {
 		c.m.stats.StaleSeq++
 		return
-	}
-	if restart {
-		c.restarted(now, from, &from.top, msg.Timestamp)
 	}
 	// Whether to flood it on (see the end).
 	fresh := restart || len(msg.Nodes) == 1 && msg.Nodes[0].Node == from.id

@@ -10,8 +10,10 @@ import (
 
 // restartFlap kills the last node of an n-node full mesh, restarts it
 // once the others have it DOWN, and returns, per surviving node, the
-// NodeUp/NodeDown events about it raised after the restart.
-func restartFlap(t *testing.T, n int32, seed uint64) (map[int32][]string, error) {
+// NodeUp/NodeDown events about it raised after the restart, and the
+// restart detections of each (core Stats.Restarts) before the kill and
+// after the restart.
+func restartFlap(t *testing.T, n int32, seed uint64) (map[int32][]string, [2]map[int32]uint64, error) {
 	t.Helper()
 	s := New(seed)
 	s.Jitter = time.Millisecond
@@ -22,10 +24,12 @@ func restartFlap(t *testing.T, n int32, seed uint64) (map[int32][]string, error)
 	}
 	s.StartAll()
 	var err error
+	var detected [2]map[int32]uint64
 	if !s.RunPolling(3*time.Second, 50*time.Millisecond, func() bool { err = s.CheckConverged(cl); return err == nil }) {
-		return nil, fmt.Errorf("initial convergence: %w", err)
+		return nil, detected, fmt.Errorf("initial convergence: %w", err)
 	}
 	s.Run(2 * time.Second)
+	detected[0] = restarts(s)
 	s.Kill(n)
 	s.Run(7 * time.Second) // DOWN, and a node-timeout re-probe
 	mark := map[int32]int{}
@@ -44,7 +48,12 @@ func restartFlap(t *testing.T, n int32, seed uint64) (map[int32][]string, error)
 			}
 		}
 	}
-	return got, s.CheckConverged(cl)
+	detected[1] = restarts(s)
+	for id := int32(1); id < n; id++ {
+		detected[1][id] -= detected[0][id]
+	}
+	delete(detected[1], n)
+	return got, detected, s.CheckConverged(cl)
 }
 
 // TestRestartNoFlap: when a killed node comes back with the same id, each
@@ -64,7 +73,7 @@ func TestRestartNoFlap(t *testing.T) {
 		t.Run(fmt.Sprintf("%d-nodes", tc.nodes), func(t *testing.T) {
 			bad := 0
 			for seed := uint64(1); seed <= tc.seeds; seed++ {
-				got, err := restartFlap(t, tc.nodes, seed)
+				got, detected, err := restartFlap(t, tc.nodes, seed)
 				ok := err == nil
 				for id := int32(1); id < tc.nodes; id++ {
 					ok = ok && len(got[id]) == 1 && got[id][0][:len("node-up@")] == "node-up@"
@@ -72,6 +81,15 @@ func TestRestartNoFlap(t *testing.T) {
 				if !ok {
 					bad++
 					t.Errorf("seed %d: events about node %d after its restart: %v (convergence: %v)", seed, tc.nodes, got, err)
+				}
+				// No restart at the start; then each survivor sees the
+				// one restart once, although the restarted node's updates
+				// reach it both directly and flooded, in either order.
+				for id := int32(1); id < tc.nodes; id++ {
+					if detected[0][id] != 0 || detected[1][id] != 1 {
+						t.Errorf("seed %d: restart detections before the kill %v, after the restart %v; want none, then one each", seed, detected[0], detected[1])
+						break
+					}
 				}
 			}
 			if bad > 0 {

@@ -188,6 +188,7 @@ func TestKillAndRestartSameID(t *testing.T) {
 	for _, id := range all(1, 2) {
 		require.Len(t, s.Node(id).EventsOf(core.NodeUp, 3), 2, "node %d saw 3 come back", id)
 	}
+	require.Equal(t, map[int32]uint64{1: 1, 2: 1, 3: 0}, restarts(s), "the restart detected once by each survivor")
 }
 
 func TestPartitionAndHeal(t *testing.T) {

@@ -196,7 +196,10 @@ func TestShTagSimultaneousActivation(t *testing.T) {
 }
 
 // Both sides of a partition hold the tag; when it heals, the newer claim
-// keeps it and the other side steps down.
+// keeps it and the other side steps down, and the winner learns that the
+// loser held the tag meanwhile whichever of their claims arrives first
+// (here node 1's; for the other orders see TestShTagPartitionHealsAnyOrder
+// and TestShTagLoserStepsDownUnheard).
 func TestShTagPartitionHeals(t *testing.T) {
 	s := newSim(t, 4, tagConfig(1, nil, "vip=active"), tagConfig(2, []int32{1}), tagConfig(3, []int32{1}))
 	mesh(t, s)
@@ -263,10 +266,12 @@ func TestShTagActivationThroughRelay(t *testing.T) {
 	s.Run(time.Second)
 	require.Equal(t, []int32{1}, holders(s, vip))
 	require.Equal(t, []string{"1->2", "1->3"}, *sent, "to node 2, and to node 3 through node 2")
-	require.Equal(t, 2, s.Relayed.OK-relayed, "node 2 relayed the claim and SHTAG_ACTIVE")
+	require.Equal(t, 3, s.Relayed.OK-relayed, "node 2 relayed the claim and SHTAG_ACTIVE, and node 3's yield notice back")
 	c := tagChanges(s, 3, vip)
 	require.Equal(t, core.ShTagChange{Name: vip, Old: core.ShTagActive, New: core.ShTagBackup, Reason: core.ShTagTakenOver,
 		Node: 1, Term: 1}, c[len(c)-1])
+	require.Equal(t, []core.ShTagChange{{Name: vip, Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagActivated,
+		Node: 3, Term: 1, NeedsResync: true}}, tagChanges(s, 1, vip), "a handover: node 3's yield is no conflict")
 }
 
 // An SHTAG_ACTIVE from a node that never sent a claim (an OpenSIPS node)
@@ -309,9 +314,10 @@ func TestShTagOpenSIPSAnnouncementForcesBackup(t *testing.T) {
 func TestShTagRandomPartitions(t *testing.T) {
 	for seed := uint64(100); seed < 140; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			// No jitter: the simulator would reorder the packets of one
-			// connection, which TCP never does, and a claim must reach a
-			// node before the SHTAG_ACTIVE sent after it on the same route.
+			// No jitter: with it, a claim sent by one route can overtake
+			// the announcing claim and SHTAG_ACTIVE sent before it by
+			// another (a relay), and a node ends naming a former holder
+			// (with 1 ms, seeds 118 and 130): an open problem.
 			s := New(seed)
 			const n = 5
 			for id := int32(1); id <= n; id++ {
@@ -361,4 +367,104 @@ func TestShTagRandomPartitions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShTagLoserStepsDownUnheard: node 2 stops hearing node 1, declares it
+// DOWN and takes the tag over, while node 1 keeps it. When they hear each
+// other again, node 2's claim reaches node 1 before node 1 sent node 2 a
+// claim of its own: either node 1 never lost node 2 (it still heard node
+// 2's probes), or it did but node 2's link came UP first. Node 1 steps
+// down, and node 2 must still learn that node 1 held the tag meanwhile
+// (ConflictWon, NeedsResync): node 1's yield notice tells it. Before the
+// notice node 2 never knew, here and in TestShTagPartitionHeals whenever
+// node 2's claim won the race (see TestShTagPartitionHealsAnyOrder).
+func TestShTagLoserStepsDownUnheard(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		split   time.Duration // from the takeover to the heal
+		reaches []int32       // node 1's reachable nodes at the heal
+	}{{"one-sided", 500 * time.Millisecond, []int32{2}}, {"both-sides", 2 * time.Second, nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(t, 8, tagConfig(1, nil, "vip=active"), tagConfig(2, []int32{1}))
+			mesh(t, s)
+			s.Blackhole(1, 2)
+			require.True(t, s.RunUntil(5*time.Second, func() bool { return len(s.Reachable(cl, 2)) == 0 }))
+			activate(t, s, 2, vip)
+			s.Run(tc.split)
+			require.Equal(t, []int32{1, 2}, holders(s, vip), "split brain")
+			require.Equal(t, tc.reaches, s.Reachable(cl, 1))
+
+			s.HealAll()
+			converge(t, s, 10*time.Second)
+			s.Run(time.Second)
+			require.Equal(t, []int32{2}, holders(s, vip))
+			require.Equal(t, []core.ShTagChange{
+				{Name: vip, Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagConfigured},
+				{Name: vip, Old: core.ShTagActive, New: core.ShTagBackup, Reason: core.ShTagTakenOver, Node: 2, Term: 1},
+			}, tagChanges(s, 1, vip))
+			require.Equal(t, []core.ShTagChange{
+				{Name: vip, Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagActivated, Node: 1, Term: 1, NeedsResync: true},
+				{Name: vip, Old: core.ShTagActive, New: core.ShTagActive, Reason: core.ShTagConflictWon, Node: 1, Term: 1, NeedsResync: true},
+			}, tagChanges(s, 2, vip), "node 1 had kept the tag meanwhile")
+		})
+	}
+}
+
+// TestShTagPartitionHealsAnyOrder: TestShTagPartitionHeals with jitter, so
+// that the claims meet in every order: the winner reports the conflict
+// exactly once whichever arrives first, its claim at the loser or the
+// loser's claim (or yield notice) at it, and by whichever routes.
+func TestShTagPartitionHealsAnyOrder(t *testing.T) {
+	for seed := uint64(1); seed <= 200; seed++ {
+		s := New(seed)
+		s.Jitter = time.Millisecond
+		for _, c := range []core.Config{tagConfig(1, nil, "vip=active"), tagConfig(2, []int32{1}), tagConfig(3, []int32{1})} {
+			_, err := s.Add(c)
+			require.NoError(t, err)
+		}
+		mesh(t, s)
+		s.Cut(1, 2)
+		s.Cut(1, 3)
+		require.True(t, s.RunUntil(5*time.Second, func() bool { return len(s.Reachable(cl, 2)) == 1 }))
+		activate(t, s, 2, vip)
+		s.Run(time.Second)
+		s.HealAll()
+		converge(t, s, 20*time.Second)
+		s.Run(time.Second)
+		require.Equal(t, []int32{2}, holders(s, vip), "seed %d", seed)
+		c := tagChanges(s, 1, vip)
+		require.Equal(t, core.ShTagChange{Name: vip, Old: core.ShTagActive, New: core.ShTagBackup, Reason: core.ShTagTakenOver,
+			Node: 2, Term: 1}, c[len(c)-1], "seed %d", seed)
+		require.Equal(t, []core.ShTagChange{
+			{Name: vip, Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagActivated, Node: 1, Term: 1, NeedsResync: true},
+			{Name: vip, Old: core.ShTagActive, New: core.ShTagActive, Reason: core.ShTagConflictWon, Node: 1, Term: 1, NeedsResync: true},
+		}, tagChanges(s, 2, vip), "seed %d: node 1 had kept the tag meanwhile", seed)
+	}
+}
+
+// TestShTagYieldNoticeIsNoClaim: a yield notice (an active claim naming
+// another owner) tells its destination that the sender held the tag; to
+// any other node, and to a destination that no longer holds the tag, it
+// says nothing: the sender does not hold the tag any more, whatever its
+// term.
+func TestShTagYieldNoticeIsNoClaim(t *testing.T) {
+	s := newSim(t, 9, tagConfig(1, nil), tagConfig(2, []int32{1}), tagConfig(3, []int32{1}))
+	mesh(t, s)
+	activate(t, s, 1, vip)
+	s.Run(time.Second)
+	want := core.ShTagView{Name: vip, State: core.ShTagBackup, Owner: 1, Term: 1}
+	require.Equal(t, want, tagOf(s, 3, vip))
+
+	frame, err := (&wire.ShtagClaim{Trailer: bin.Trailer{Cluster: cl, Src: 2, Dst: 3}, Tag: vip, Term: 5, Owner: 1, Active: true}).Append(nil)
+	require.NoError(t, err)
+	p, err := bin.Parse(frame)
+	require.NoError(t, err)
+	n3 := s.Node(3)
+	ip2, _ := NodeAddr(2)
+	n3.M.Receive(s.Now(), core.Source{IP: ip2}, p)
+	s.flush(n3)
+	s.Run(time.Second)
+	require.Equal(t, want, tagOf(s, 3, vip), "node 2's notice is no claim of node 2's")
+	require.Empty(t, tagChanges(s, 3, vip))
+	require.Equal(t, []int32{1}, holders(s, vip))
 }

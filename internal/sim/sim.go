@@ -33,9 +33,14 @@ type Sim struct {
 	faults  map[[2]int32]*fault // directed: [from, to]
 	conns   map[uint64]conn
 	connSeq uint64
+	// lastAt is the last delivery time scheduled on each direction of a
+	// connection: jitter and delays never reorder a connection's packets,
+	// as TCP never does.
+	lastAt map[connDir]time.Time
 
 	// Latency is the one-way delay of every link; Jitter adds up to that
-	// much more, drawn from the seeded source.
+	// much more, drawn from the seeded source, without reordering the
+	// packets of a connection.
 	Latency time.Duration
 	Jitter  time.Duration
 	// Trace, when set, receives one line per delivered message.
@@ -55,6 +60,11 @@ type fault struct {
 
 type conn struct{ from, to int32 }
 
+type connDir struct {
+	conn uint64
+	from int32
+}
+
 // Node is one simulated node.
 type Node struct {
 	ID     int32
@@ -64,6 +74,8 @@ type Node struct {
 	Alive  bool
 	Events []TimedEvent
 	Cfg    core.Config
+	// Restarts counts the times the node was restarted (Restart).
+	Restarts int
 
 	sim       *Sim
 	tickAt    time.Time
@@ -87,6 +99,7 @@ func New(seed uint64) *Sim {
 		byAddr:  map[string]*Node{},
 		faults:  map[[2]int32]*fault{},
 		conns:   map[uint64]conn{},
+		lastAt:  map[connDir]time.Time{},
 		Latency: 200 * time.Microsecond,
 		Sent:    map[wire.Type]int{},
 	}
@@ -178,6 +191,7 @@ func (s *Sim) Restart(id int32) error {
 	}
 	n.M = m
 	n.connected = map[int32]bool{}
+	n.Restarts++
 	s.Start(id)
 	return nil
 }
@@ -324,6 +338,11 @@ func (s *Sim) transmit(from *Node, snd core.Send) {
 	if f != nil {
 		at = at.Add(f.delay)
 	}
+	dir := connDir{connID, from.ID}
+	if last := s.lastAt[dir]; at.Before(last) {
+		at = last
+	}
+	s.lastAt[dir] = at
 	frame := snd.Frame
 	src := core.Source{ConnID: connID, IP: from.IP}
 	s.schedule(at, func() {

@@ -55,8 +55,10 @@ const (
 const MaxShtagName = 255
 
 // ShtagClaim is a Go node's statement about a sharing tag: that it holds
-// the tag under Term (Active), or, from a node that does not, the highest
-// term it knows and whom it takes for the holder.
+// the tag under Term (Active, Owner the sender), or, from a node that does
+// not, the highest term it knows and whom it takes for the holder. Active
+// with another Owner is a yield notice: the sender held the tag under Term
+// and stepped down for Owner's claim.
 type ShtagClaim struct {
 	bin.Trailer
 	Tag    string
