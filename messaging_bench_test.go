@@ -216,4 +216,3 @@ func BenchmarkBroadcast(b *testing.B) {
 	b.StopTimer()
 	reportLatency(b, samples)
 }
-
