@@ -411,7 +411,7 @@ func (m *Machine) recvExtra(now time.Time, src Source, t bin.Trailer, msg wire.M
 		c.handleSyncReq(n, msg)
 		return
 	case *wire.ShtagActive:
-		c.recvShtagActive(n, msg)
+		c.recvShtagActive(now, n, msg)
 		return
 	case *wire.ShtagClaim:
 		c.recvShtagClaim(now, n, msg)
@@ -464,6 +464,7 @@ func (m *Machine) Tick(now time.Time) {
 	for _, id := range m.order {
 		m.clusters[id].tick(now)
 		m.clusters[id].syncTick(now)
+		m.clusters[id].shtagTick(now)
 	}
 	m.finishStep(now)
 }
@@ -477,7 +478,7 @@ func (m *Machine) Deadline() time.Time {
 	var d time.Time
 	for _, id := range m.order {
 		c := m.clusters[id]
-		for _, t := range [2]time.Time{c.deadline(), c.syncDeadline()} {
+		for _, t := range [3]time.Time{c.deadline(), c.syncDeadline(), c.shtagDeadline()} {
 			if !t.IsZero() && (d.IsZero() || t.Before(d)) {
 				d = t
 			}

@@ -60,11 +60,30 @@ import (
 //     lost (a relay whose routes were changing) still meet.
 //
 // Go nodes still send SHTAG_ACTIVE exactly as OpenSIPS does, so OpenSIPS
-// nodes follow them. Each SHTAG_ACTIVE follows, on the same route (TCP
-// keeps the order), a claim marked as announcing it; a SHTAG_ACTIVE so
-// announced is left to its claim, any other forces BACKUP as in OpenSIPS.
-// That is also what happens when the claim was lost on the way: an
-// OpenSIPS relay forwards the SHTAG_ACTIVE but drops the claim.
+// nodes follow them. Each SHTAG_ACTIVE is sent just after a claim marked
+// as announcing it, to the same next hop; a SHTAG_ACTIVE so announced is
+// left to its claim, any other forces BACKUP as in OpenSIPS. That is also
+// what happens when the claim was lost on the way: an OpenSIPS relay
+// forwards the SHTAG_ACTIVE but drops the claim.
+//   - The claims that announce are counted, not flagged: packets of one
+//     node taking different routes overtake each other, so other claims
+//     of the node, and other announcing claims, may arrive between a
+//     claim and its SHTAG_ACTIVE. A flag cleared by a claim that did not
+//     announce (or spent by the SHTAG_ACTIVE of another) left the late
+//     SHTAG_ACTIVE to force BACKUP under a made-up newest term: a node
+//     stepped down for, or named, a former holder for good. Without
+//     losses, each SHTAG_ACTIVE finds its claim counted, whatever arrived
+//     in between.
+//   - A SHTAG_ACTIVE can even overtake its own claim: a relay whose route
+//     changes between the two forwards them by different paths. One from
+//     a node that sends claims, found with no claim counted, waits for
+//     its claim a ping timeout (the time a packet is given to arrive)
+//     before it forces BACKUP; the claim that comes meanwhile decides.
+//     When it times out, it forces BACKUP with the term it would have
+//     had on arrival (one above every term then known), unless a claim
+//     that beats that one, or a local activation, came meanwhile: as if
+//     it had been applied on arrival and then overruled. SHTAG_ACTIVEs
+//     from nodes that never sent a claim (OpenSIPS nodes) apply at once.
 
 // ShTagState is a tag's local state (OpenSIPS SHTAG_STATE_BACKUP and
 // SHTAG_STATE_ACTIVE).
@@ -188,9 +207,9 @@ type shtag struct {
 	sent     map[int32]bool
 	// configured: the state came from the configuration.
 	configured bool
-	// announced are the nodes whose last claim said a SHTAG_ACTIVE
-	// follows it.
-	announced map[int32]bool
+	// announced counts, per node, its claims that said a SHTAG_ACTIVE
+	// follows them and whose SHTAG_ACTIVE has not arrived yet.
+	announced map[int32]int
 	// conflicts are the nodes reported as ConflictWon while we hold the
 	// tag, and reached the nodes our claim reached as we activated it
 	// (their yield is our handover, not a conflict); both until the node
@@ -199,14 +218,32 @@ type shtag struct {
 	// yieldTo is the node whose claim made us step down, owed a yield
 	// notice with yieldTerm, the claim we had (see recvShtagClaim).
 	yieldTo, yieldTerm int32
+	// waiting are SHTAG_ACTIVEs that came before any claim announcing
+	// them, in arrival order (see recvShtagActive).
+	waiting []unclaimed
+}
+
+// unclaimed is a SHTAG_ACTIVE waiting for its claim: from whom, when it
+// stops waiting, and the term it forces BACKUP with. One applied at once
+// (the tag was BACKUP) keeps the holder it replaced, restored if the
+// claim comes.
+type unclaimed struct {
+	from           int32
+	due            time.Time
+	term           int32
+	applied        bool
+	prev, prevTerm int32
 }
 
 // shtags is a cluster's sharing-tag state.
 type shtags struct {
 	list []*shtag // sorted by name
 	// up are the nodes that became reachable, not yet told.
-	up   []int32
-	view []ShTagView // cached for View; nil when stale
+	up []int32
+	// claimers are the nodes that sent a claim since they last
+	// restarted: Go nodes, whose SHTAG_ACTIVEs have claims.
+	claimers map[int32]bool
+	view     []ShTagView // cached for View; nil when stale
 }
 
 // beats reports whether claim (aTerm, a) wins over claim (bTerm, b).
@@ -308,9 +345,22 @@ func (c *cluster) shtagForget(id int32) {
 	for _, t := range c.sh.list {
 		delete(t.sent, id)
 		delete(t.announced, id)
+		t.waiting = slices.DeleteFunc(t.waiting, func(u unclaimed) bool { return u.from == id })
 		if t.yieldTo == id {
 			t.yieldTo = 0
 		}
+	}
+	delete(c.sh.claimers, id)
+	c.shtagNodeGone(id)
+}
+
+// shtagRestarted notes a node that restarted: it may not be a Go node any
+// more, and no claim or SHTAG_ACTIVE of its former life is on its way
+// (a restart is noticed long after them).
+func (c *cluster) shtagRestarted(id int32) {
+	delete(c.sh.claimers, id)
+	for _, t := range c.sh.list {
+		delete(t.announced, id)
 	}
 	c.shtagNodeGone(id)
 }
@@ -327,8 +377,9 @@ func (c *cluster) shtagSend(now time.Time, t *shtag, n *node, active bool) bool 
 	// that holder's claim (its highest term if it knows of no holder): a
 	// newcomer adopting the holder must get the holder's own term, not a
 	// higher one that would make the holder's next claims look stale.
-	claim := &wire.ShtagClaim{Trailer: tr, Tag: t.name, Term: t.ownerTerm, Owner: t.owner, Announce: active}
-	if t.owner == 0 {
+	owner, term := t.reportedOwner()
+	claim := &wire.ShtagClaim{Trailer: tr, Tag: t.name, Term: term, Owner: owner, Announce: active}
+	if owner == 0 {
 		claim.Term = t.maxTerm
 	}
 	if t.state == ShTagActive {
@@ -341,6 +392,20 @@ func (c *cluster) shtagSend(now time.Time, t *shtag, n *node, active bool) bool 
 		c.sendRouted(now, n.id, &wire.ShtagActive{Trailer: tr, Tag: t.name})
 	}
 	return true
+}
+
+// reportedOwner is the holder a BACKUP tag reports: the one named, unless
+// a SHTAG_ACTIVE whose claim may still come named it, with a term made up
+// here; that term is not passed on as a claim before its wait ends (it
+// would beat real, newer claims at other nodes).
+func (t *shtag) reportedOwner() (int32, int32) {
+	owner, term := t.owner, t.ownerTerm
+	for i := len(t.waiting) - 1; i >= 0; i-- {
+		if u := t.waiting[i]; u.applied && owner == u.from && term == u.term {
+			owner, term = u.prev, u.prevTerm
+		}
+	}
+	return owner, term
 }
 
 // shtagConflictWon reports a conflict with loser, once: its claim and its
@@ -388,6 +453,7 @@ func (c *cluster) activate(now time.Time, t *shtag) {
 	t.state, t.owner, t.ownerTerm = ShTagActive, c.me(), t.term
 	t.announce, t.sent = true, map[int32]bool{}
 	t.conflicts, t.yieldTo = nil, 0
+	t.waiting = nil // announced before this activation: overruled by it
 	for _, n := range c.list {
 		if c.shtagSend(now, t, n, true) {
 			t.sent[n.id] = true
@@ -415,7 +481,7 @@ func (c *cluster) stepDown(t *shtag, holder, term int32) {
 	}
 }
 
-func (c *cluster) recvShtagActive(from *node, msg *wire.ShtagActive) {
+func (c *cluster) recvShtagActive(now time.Time, from *node, msg *wire.ShtagActive) {
 	t, ok := c.shtag(msg.Tag, true)
 	if !ok {
 		if CheckShTagName(msg.Tag) != nil {
@@ -423,14 +489,68 @@ func (c *cluster) recvShtagActive(from *node, msg *wire.ShtagActive) {
 		}
 		return
 	}
-	if t.announced[from.id] {
-		delete(t.announced, from.id)
-		c.m.stats.ShTagLeftToClaim++ // its claim, just before, decided
+	if k := t.announced[from.id]; k > 0 {
+		if k == 1 {
+			delete(t.announced, from.id)
+		} else {
+			t.announced[from.id] = k - 1
+		}
+		c.m.stats.ShTagLeftToClaim++ // its claim, received before it, decided
 		return
 	}
-	// An OpenSIPS node took the tag over: newer than anything known here.
-	t.maxTerm = nextTerm(t.maxTerm)
-	c.stepDown(t, from.id, t.maxTerm)
+	term := nextTerm(t.maxTerm) // newer than anything known here
+	u := unclaimed{from: from.id, due: now.Add(c.m.cfg.PingTimeout), term: term}
+	if t.state == ShTagActive && c.sh.claimers[from.id] {
+		// A Go node's: its claim may be on its way by another route,
+		// and giving the tag up for it cannot be undone.
+		t.waiting = append(t.waiting, u)
+		return
+	}
+	// An OpenSIPS node took the tag over, or so it seems. A BACKUP tag
+	// only changes the holder it names, which the claim, if one comes
+	// from a node never heard of as a Go node, puts back.
+	if t.state == ShTagBackup {
+		u.applied, u.prev, u.prevTerm = true, t.owner, t.ownerTerm
+		t.waiting = append(t.waiting, u)
+	}
+	t.maxTerm = term
+	c.stepDown(t, from.id, term)
+}
+
+// shtagTick applies the SHTAG_ACTIVEs whose claims did not come in time.
+func (c *cluster) shtagTick(now time.Time) {
+	for _, t := range c.sh.list {
+		for len(t.waiting) > 0 && !now.Before(t.waiting[0].due) {
+			u := t.waiting[0]
+			t.waiting = t.waiting[1:]
+			if u.applied {
+				continue
+			}
+			best, holder := t.ownerTerm, t.owner
+			if t.state == ShTagActive {
+				best, holder = t.term, c.me()
+			}
+			if holder != 0 && !beats(u.term, u.from, best, holder) {
+				continue // a better claim came meanwhile
+			}
+			t.maxTerm = max(t.maxTerm, u.term)
+			c.stepDown(t, u.from, u.term)
+		}
+		if len(t.waiting) == 0 {
+			t.waiting = nil
+		}
+	}
+}
+
+// shtagDeadline is when shtagTick next has something to do.
+func (c *cluster) shtagDeadline() time.Time {
+	var d time.Time
+	for _, t := range c.sh.list {
+		if len(t.waiting) > 0 && (d.IsZero() || t.waiting[0].due.Before(d)) {
+			d = t.waiting[0].due
+		}
+	}
+	return d
 }
 
 func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim) {
@@ -438,6 +558,27 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 	if !ok {
 		return
 	}
+	if c.sh.claimers == nil {
+		c.sh.claimers = map[int32]bool{}
+	}
+	c.sh.claimers[from.id] = true
+	// The node's own word on the tag settles its SHTAG_ACTIVEs still
+	// waiting: this is the claim one of them overtook, or a later one
+	// (they waited because they came first).
+	waited := 0
+	for i := len(t.waiting) - 1; i >= 0; i-- { // latest first: the oldest restores last
+		u := t.waiting[i]
+		if u.from != from.id {
+			continue
+		}
+		waited++
+		t.waiting = slices.Delete(t.waiting, i, i+1)
+		if u.applied && t.state == ShTagBackup && t.owner == u.from && t.ownerTerm == u.term {
+			t.owner, t.ownerTerm = u.prev, u.prevTerm
+			c.sh.view = nil
+		}
+	}
+	c.m.stats.ShTagLeftToClaim += uint64(waited)
 	if msg.Active && msg.Owner != from.id {
 		// A yield notice: from held the tag and stepped down for Owner.
 		// A conflict, unless its claim reported it already or it
@@ -451,13 +592,11 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 		}
 		return
 	}
-	if msg.Announce {
+	if msg.Announce && waited == 0 {
 		if t.announced == nil {
-			t.announced = map[int32]bool{}
+			t.announced = map[int32]int{}
 		}
-		t.announced[from.id] = true
-	} else {
-		delete(t.announced, from.id)
+		t.announced[from.id]++
 	}
 	c.sh.view = nil
 	t.maxTerm = max(t.maxTerm, msg.Term)

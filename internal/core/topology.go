@@ -100,7 +100,7 @@ func (c *cluster) restarted(now time.Time, n *node, by *seqState, ts int32) {
 		}
 	}
 	n.forgetIncarnation()
-	c.shtagNodeGone(n.id)
+	c.shtagRestarted(n.id)
 	if len(held) > 0 {
 		n.held, n.heldUntil = held, now.Add(2*c.m.cfg.PingTimeout)
 	}

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"flag"
 	"fmt"
 	"regexp"
 	"slices"
@@ -308,64 +309,79 @@ func TestShTagOpenSIPSAnnouncementForcesBackup(t *testing.T) {
 	require.Empty(t, holders(s, vip))
 }
 
+var shtagSeeds = flag.Int("sim.shtagseeds", 0, "seeds of the jittered random-partition schedules (0: the default range)")
+
 // TestShTagRandomPartitions: random partitions of five nodes and
 // activations on random nodes; once healed, exactly one node holds the
 // tag and every node names it.
 func TestShTagRandomPartitions(t *testing.T) {
 	for seed := uint64(100); seed < 140; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			// No jitter: with it, a claim sent by one route can overtake
-			// the announcing claim and SHTAG_ACTIVE sent before it by
-			// another (a relay), and a node ends naming a former holder
-			// (with 1 ms, seeds 118 and 130): an open problem.
-			s := New(seed)
-			const n = 5
-			for id := int32(1); id <= n; id++ {
-				var nb []int32
-				if id > 1 {
-					nb = []int32{1}
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomPartitions(t, seed, 0) })
+	}
+}
+
+// TestShTagRandomPartitionsJitter: the same with 1 ms of link jitter, so
+// that packets sent by different routes (a relay and a direct link, say)
+// overtake each other: a claim can arrive before the claim and
+// SHTAG_ACTIVE sent earlier by another route. -sim.shtagseeds=N runs N
+// seeds from 100 (the default range is kept short for CI).
+func TestShTagRandomPartitionsJitter(t *testing.T) {
+	n := 300
+	if *shtagSeeds > 0 {
+		n = *shtagSeeds
+	}
+	for seed := uint64(100); seed < 100+uint64(n); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomPartitions(t, seed, time.Millisecond) })
+	}
+}
+
+func randomPartitions(t *testing.T, seed uint64, jitter time.Duration) {
+	s := New(seed)
+	s.Jitter = jitter
+	const n = 5
+	for id := int32(1); id <= n; id++ {
+		var nb []int32
+		if id > 1 {
+			nb = []int32{1}
+		}
+		_, err := s.Add(tagConfig(id, nb))
+		require.NoError(t, err)
+	}
+	mesh(t, s)
+	r := s.Rand()
+	activated := false
+	for range 6 {
+		// Split the nodes in two at random, cutting every link across.
+		side := map[int32]bool{}
+		for id := int32(1); id <= n; id++ {
+			side[id] = r.IntN(2) == 0
+		}
+		for a := int32(1); a <= n; a++ {
+			for b := a + 1; b <= n; b++ {
+				if side[a] != side[b] {
+					s.Cut(a, b)
 				}
-				_, err := s.Add(tagConfig(id, nb))
-				require.NoError(t, err)
 			}
-			mesh(t, s)
-			r := s.Rand()
-			activated := false
-			for range 6 {
-				// Split the nodes in two at random, cutting every link
-				// across.
-				side := map[int32]bool{}
-				for id := int32(1); id <= n; id++ {
-					side[id] = r.IntN(2) == 0
-				}
-				for a := int32(1); a <= n; a++ {
-					for b := a + 1; b <= n; b++ {
-						if side[a] != side[b] {
-							s.Cut(a, b)
-						}
-					}
-				}
-				s.Run(time.Duration(r.IntN(2000)) * time.Millisecond)
-				for range 1 + r.IntN(3) {
-					activate(t, s, int32(1+r.IntN(n)), vip)
-					activated = true
-					s.Run(time.Duration(r.IntN(300)) * time.Millisecond)
-				}
-				s.Run(time.Duration(r.IntN(2000)) * time.Millisecond)
-				if r.IntN(2) == 0 {
-					s.HealAll()
-				}
-			}
+		}
+		s.Run(time.Duration(r.IntN(2000)) * time.Millisecond)
+		for range 1 + r.IntN(3) {
+			activate(t, s, int32(1+r.IntN(n)), vip)
+			activated = true
+			s.Run(time.Duration(r.IntN(300)) * time.Millisecond)
+		}
+		s.Run(time.Duration(r.IntN(2000)) * time.Millisecond)
+		if r.IntN(2) == 0 {
 			s.HealAll()
-			converge(t, s, 30*time.Second)
-			s.Run(2 * time.Second)
-			require.True(t, activated)
-			h := holders(s, vip)
-			require.Len(t, h, 1, "holders %v", h)
-			for _, id := range s.IDs() {
-				require.Equal(t, h[0], tagOf(s, id, vip).Owner, "node %d names the holder", id)
-			}
-		})
+		}
+	}
+	s.HealAll()
+	converge(t, s, 30*time.Second)
+	s.Run(2 * time.Second)
+	require.True(t, activated)
+	h := holders(s, vip)
+	require.Len(t, h, 1, "holders %v", h)
+	for _, id := range s.IDs() {
+		require.Equal(t, h[0], tagOf(s, id, vip).Owner, "node %d names the holder", id)
 	}
 }
 
