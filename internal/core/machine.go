@@ -212,8 +212,10 @@ type Stats struct {
 	SyncReqDropped uint64 // SYNC_REQs for capabilities absent or disabled here
 	// ShTagsFull counts sharing tags not created: the cluster holds
 	// MaxShTags. ShTagLeftToClaim counts SHTAG_ACTIVEs from Go nodes, left
-	// to the claim that came with them.
-	ShTagsFull, ShTagLeftToClaim uint64
+	// to the claim that came with them. ShTagReactivated counts tags taken
+	// back because nobody held them: the local node and the one it took
+	// for the holder each took the other for it.
+	ShTagsFull, ShTagLeftToClaim, ShTagReactivated uint64
 	// Restarts counts restarts of other nodes detected (each time one's
 	// previous incarnation was forgotten).
 	Restarts uint64

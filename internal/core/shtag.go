@@ -84,6 +84,35 @@ import (
 //     that beats that one, or a local activation, came meanwhile: as if
 //     it had been applied on arrival and then overruled. SHTAG_ACTIVEs
 //     from nodes that never sent a claim (OpenSIPS nodes) apply at once.
+//
+// A holder that steps down for a SHTAG_ACTIVE whose claim it never got
+// (from a node not yet known as a Go node, or a claim lost by a relay)
+// names its sender with a made-up term, while the sender may have stepped
+// down in turn for that holder's better claim: both backup, each naming
+// the other, and no claim left to settle it (seeds 1612 to 4497 of
+// TestShTagRandomPartitionsJitter, 100-5099). So among Go nodes:
+//   - such a holder is unconfirmed, and the node that stepped down for it
+//     asks it (a probe: its report, naming it): a holder answers with its
+//     claim (the term differs), a Go node that does not hold the tag
+//     answers a report naming it with its own report;
+//   - a report from the node named as holder denies it holds the tag,
+//     unless it is older than the claim credited to it (a node activating
+//     takes a term above every term it knows, so a report sent since
+//     names a term at least as high); the node it names is named instead,
+//     and asked in turn;
+//   - if that report names the local node, or the named holder's yield
+//     notice does, the two nodes each took the other for the holder:
+//     the local node activates the tag again. Activating is as safe as an
+//     operator's activation: the new claim beats every claim known here,
+//     and a holder with a better one makes it step down as usual. Both
+//     nodes may do so (a probe and a yield notice crossing); the claims
+//     then settle it like simultaneous activations.
+//   - a backup node that names a worse claim only because the better
+//     claim's holder was not reachable yet (its packets, relayed, came
+//     before the topology said so) names that holder again when it comes
+//     UP, unless its own word or a claim beating it came meanwhile: the
+//     report it sends then, naming the worse holder, could be lost, and
+//     nothing else would correct it.
 
 // ShTagState is a tag's local state (OpenSIPS SHTAG_STATE_BACKUP and
 // SHTAG_STATE_ACTIVE).
@@ -201,6 +230,14 @@ type shtag struct {
 	maxTerm int32
 	// owner and ownerTerm: the node taken for the holder and its claim.
 	owner, ownerTerm int32
+	// unconfirmed: owner was taken from a SHTAG_ACTIVE without its claim,
+	// ownerTerm made up here; no claim of owner has confirmed it since.
+	unconfirmed bool
+	// alt and altTerm: a holder whose claim beats owner's, replaced only
+	// because it was not reachable (its packets, relayed, can come before
+	// the topology says it is); named again when it comes UP, unless a
+	// word of its own or a claim beating it came meanwhile.
+	alt, altTerm int32
 	// announce is OpenSIPS's "send active message": SHTAG_ACTIVE is owed to
 	// every node not in sent, and sent to each when it comes UP.
 	announce bool
@@ -325,6 +362,13 @@ func (c *cluster) shtagStep(now time.Time) {
 			continue
 		}
 		for _, t := range c.sh.list {
+			if t.alt == id {
+				if t.state == ShTagBackup && beats(t.altTerm, t.alt, t.ownerTerm, t.owner) {
+					t.owner, t.ownerTerm, t.unconfirmed = t.alt, t.altTerm, false
+					c.sh.view = nil
+				}
+				t.alt = 0
+			}
 			if t.yieldTo == id {
 				c.sendYield(now, t)
 			}
@@ -450,7 +494,7 @@ func (c *cluster) activate(now time.Time, t *shtag) {
 	old, prev := t.state, t.owner
 	t.maxTerm = nextTerm(t.maxTerm)
 	t.term = t.maxTerm
-	t.state, t.owner, t.ownerTerm = ShTagActive, c.me(), t.term
+	t.state, t.owner, t.ownerTerm, t.unconfirmed, t.alt = ShTagActive, c.me(), t.term, false, 0
 	t.announce, t.sent = true, map[int32]bool{}
 	t.conflicts, t.yieldTo = nil, 0
 	t.waiting = nil // announced before this activation: overruled by it
@@ -473,7 +517,7 @@ func (c *cluster) activate(now time.Time, t *shtag) {
 func (c *cluster) stepDown(t *shtag, holder, term int32) {
 	old := t.state
 	t.state = ShTagBackup
-	t.owner, t.ownerTerm = holder, term
+	t.owner, t.ownerTerm, t.unconfirmed, t.alt = holder, term, false, 0
 	t.announce, t.sent, t.conflicts, t.reached = false, nil, nil, nil
 	c.sh.view = nil
 	if old == ShTagActive {
@@ -509,12 +553,29 @@ func (c *cluster) recvShtagActive(now time.Time, from *node, msg *wire.ShtagActi
 	// An OpenSIPS node took the tag over, or so it seems. A BACKUP tag
 	// only changes the holder it names, which the claim, if one comes
 	// from a node never heard of as a Go node, puts back.
-	if t.state == ShTagBackup {
+	wasActive := t.state == ShTagActive
+	if !wasActive {
 		u.applied, u.prev, u.prevTerm = true, t.owner, t.ownerTerm
 		t.waiting = append(t.waiting, u)
 	}
 	t.maxTerm = term
 	c.stepDown(t, from.id, term)
+	t.unconfirmed = true
+	if wasActive {
+		c.shtagProbe(now, t)
+	}
+}
+
+// shtagProbe sends the holder taken from a SHTAG_ACTIVE without its claim
+// (see unconfirmed) the local report, naming it with the term made up
+// here: a holder answers with its claim (it differs), a Go node that does
+// not hold the tag with the holder it knows of, or by re-activating if it
+// takes the local node for the holder (see shtagReport). An OpenSIPS node
+// drops it, as it drops every claim.
+func (c *cluster) shtagProbe(now time.Time, t *shtag) {
+	if n := c.nodes[t.owner]; n != nil {
+		c.shtagSend(now, t, n, false)
+	}
 }
 
 // shtagTick applies the SHTAG_ACTIVEs whose claims did not come in time.
@@ -524,6 +585,9 @@ func (c *cluster) shtagTick(now time.Time) {
 			u := t.waiting[0]
 			t.waiting = t.waiting[1:]
 			if u.applied {
+				if t.state == ShTagBackup && t.owner == u.from && t.ownerTerm == u.term && c.sh.claimers[u.from] {
+					c.shtagProbe(now, t) // its claim is lost: ask it
+				}
 				continue
 			}
 			best, holder := t.ownerTerm, t.owner
@@ -535,6 +599,8 @@ func (c *cluster) shtagTick(now time.Time) {
 			}
 			t.maxTerm = max(t.maxTerm, u.term)
 			c.stepDown(t, u.from, u.term)
+			t.unconfirmed = true
+			c.shtagProbe(now, t)
 		}
 		if len(t.waiting) == 0 {
 			t.waiting = nil
@@ -562,6 +628,9 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 		c.sh.claimers = map[int32]bool{}
 	}
 	c.sh.claimers[from.id] = true
+	if t.alt == from.id {
+		t.alt = 0 // its own word replaces what we kept of it
+	}
 	// The node's own word on the tag settles its SHTAG_ACTIVEs still
 	// waiting: this is the claim one of them overtook, or a later one
 	// (they waited because they came first).
@@ -589,6 +658,11 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 		t.maxTerm = max(t.maxTerm, msg.Term)
 		if t.state == ShTagActive && msg.Owner == c.me() && !t.reached[from.id] {
 			c.shtagConflictWon(t, from.id)
+		}
+		if t.state == ShTagBackup && msg.Owner == c.me() && t.owner == from.id && (t.unconfirmed || t.ownerTerm <= msg.Term) {
+			// from gave the tag up for our claim, while we gave it
+			// up for from's: nobody holds it (see shtagReport).
+			c.reactivate(now, t)
 		}
 		return
 	}
@@ -618,8 +692,23 @@ func (c *cluster) recvShtagClaim(now time.Time, from *node, msg *wire.ShtagClaim
 		return
 	}
 	if t.owner == from.id || !c.holderReachable(t) || beats(msg.Term, from.id, t.ownerTerm, t.owner) {
-		t.owner, t.ownerTerm = from.id, msg.Term
+		c.nameHolder(t, from.id, msg.Term, true)
 	}
+}
+
+// nameHolder makes owner, with its claim term, the holder a BACKUP tag
+// names. keepAlt: the holder named so far said nothing against itself,
+// so if it is replaced only for being unreachable it is kept as alt.
+func (c *cluster) nameHolder(t *shtag, owner, term int32, keepAlt bool) {
+	switch {
+	case keepAlt && t.owner != 0 && t.owner != owner && !t.unconfirmed && !c.holderReachable(t) &&
+		beats(t.ownerTerm, t.owner, term, owner):
+		t.alt, t.altTerm = t.owner, t.ownerTerm
+	case t.alt == owner || t.alt != 0 && !beats(t.altTerm, t.alt, term, owner):
+		t.alt = 0
+	}
+	t.owner, t.ownerTerm, t.unconfirmed = owner, term, false
+	c.sh.view = nil
 }
 
 // shtagReport takes a report from a node that does not hold the tag: the
@@ -645,9 +734,38 @@ func (c *cluster) shtagReport(now time.Time, from *node, t *shtag, msg *wire.Sht
 		}
 		return
 	}
-	if named != nil && (!c.holderReachable(t) || beats(msg.Term, msg.Owner, t.ownerTerm, t.owner)) {
-		t.owner, t.ownerTerm = msg.Owner, msg.Term
+	// A report from the node taken for the holder says it does not hold
+	// the tag, unless it is older than the claim we credit it with (a
+	// node activating takes a term above every term it knows, so a
+	// report sent since names a term at least as high).
+	denies := t.owner == from.id && (t.unconfirmed || msg.Term >= t.ownerTerm)
+	if msg.Owner == c.me() {
+		if denies {
+			// Each took the other for the holder: nobody holds it.
+			c.reactivate(now, t)
+		} else if t.owner != 0 {
+			// It takes us for the holder: tell it whom we know.
+			c.shtagSend(now, t, from, false)
+		}
+		return
 	}
+	if named != nil && (denies || !c.holderReachable(t) || beats(msg.Term, msg.Owner, t.ownerTerm, t.owner)) {
+		c.nameHolder(t, msg.Owner, msg.Term, !denies)
+		if denies {
+			// Second-hand, and the node named may have given the tag
+			// up since: ask it as well.
+			c.shtagProbe(now, t)
+		}
+	}
+}
+
+// reactivate takes a tag nobody holds back: two nodes each took the
+// other for the holder. Activating is as safe as an operator's
+// activation: the new claim beats every claim known here, and a holder
+// unknown here with a better one makes us step down as usual.
+func (c *cluster) reactivate(now time.Time, t *shtag) {
+	c.m.stats.ShTagReactivated++
+	c.activate(now, t)
 }
 
 // holderReachable reports whether the holder known for a BACKUP tag is a

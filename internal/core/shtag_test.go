@@ -315,3 +315,73 @@ func TestShTagAnnouncementBeforeItsClaim(t *testing.T) {
 	require.Empty(t, shtagEventsAt(t, m, time.Unix(1795312700, 0).Add(2*core.DefaultPingTimeout)), "settled by its claim")
 	require.Equal(t, core.ShTagActive, m.View().Cluster(labCluster).ShTag("vip").State)
 }
+
+// Two nodes each taking the other for the holder (one stepped down for a
+// SHTAG_ACTIVE whose claim was lost, the other for the first one's claim)
+// leave the tag with no holder: the report of the node named, naming the
+// local node, says so, and the local node takes the tag back. A report
+// older than the claim it is credited with (a lower term) says nothing
+// (sim TestShTagRandomPartitionsJitter, seeds 1891 and 2800 of 100-5099).
+func TestShTagMutualBeliefReactivates(t *testing.T) {
+	m := shtagNode(t, 2)
+	m.Start(time.Unix(1795312699, 0))
+	m.Drain()
+	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
+	frame := func(msg wire.Message) []byte {
+		f, err := msg.Append(nil)
+		require.NoError(t, err)
+		return f
+	}
+	require.Empty(t, receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 4, Owner: 3, Active: true})))
+	require.Equal(t, int32(3), m.View().Cluster(labCluster).ShTag("vip").Owner)
+
+	// Sent before node 3 took the tag with term 4: stale.
+	require.Empty(t, receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 3, Owner: 2})))
+	require.Equal(t, core.ShTagBackup, m.View().Cluster(labCluster).ShTag("vip").State)
+
+	ev := receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 4, Owner: 2}))
+	require.Len(t, ev, 1)
+	require.Equal(t, &core.ShTagChange{Name: "vip", Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagActivated,
+		Node: 3, Term: 5, NeedsResync: true}, ev[0].ShTag)
+	require.Equal(t, uint64(1), m.Stats().ShTagReactivated)
+}
+
+// A holder that gave the tag up at once for the SHTAG_ACTIVE of a node
+// not yet known as a Go node (its claim, by another route, came after)
+// while that node stepped down for the holder's better claim: the
+// loser's yield notice, naming the local node, tells it nobody holds the
+// tag, and it takes it back (seed 1612).
+func TestShTagYieldToFormerHolderReactivates(t *testing.T) {
+	m := shtagNode(t, 2)
+	m.Start(time.Unix(1795312699, 0))
+	m.Drain()
+	require.NoError(t, m.ActivateShTag(time.Unix(1795312699, 0), labCluster, "vip"))
+	for range 6 { // term 7
+		require.NoError(t, m.ActivateShTag(time.Unix(1795312699, 0), labCluster, "vip"))
+	}
+	m.Drain()
+	require.Equal(t, int32(7), m.View().Cluster(labCluster).ShTag("vip").Term)
+	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
+	frame := func(msg wire.Message) []byte {
+		f, err := msg.Append(nil)
+		require.NoError(t, err)
+		return f
+	}
+	ev := receive(t, m, frame(&wire.ShtagActive{Trailer: tr, Tag: "vip"}))
+	require.Len(t, ev, 1)
+	require.Equal(t, core.ShTagTakenOver, ev[0].ShTag.Reason, "OpenSIPS's rule: node 3 never sent a claim")
+	require.Empty(t, receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 3, Owner: 3, Active: true, Announce: true})))
+	require.Equal(t, core.ShTagBackup, m.View().Cluster(labCluster).ShTag("vip").State)
+	ev = receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 3, Owner: 2, Active: true})) // yield notice
+	require.Len(t, ev, 1)
+	require.Equal(t, &core.ShTagChange{Name: "vip", Old: core.ShTagBackup, New: core.ShTagActive, Reason: core.ShTagActivated,
+		Node: 3, Term: 9, NeedsResync: true}, ev[0].ShTag)
+
+	// A yield notice from a node whose newer claim we name says nothing.
+	m2 := shtagNode(t, 2)
+	m2.Start(time.Unix(1795312699, 0))
+	m2.Drain()
+	require.Empty(t, receive(t, m2, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 5, Owner: 3, Active: true})))
+	require.Empty(t, receive(t, m2, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 4, Owner: 2, Active: true})))
+	require.Equal(t, core.ShTagBackup, m2.View().Cluster(labCluster).ShTag("vip").State)
+}
