@@ -556,19 +556,23 @@ func (c *cluster) routeGraph() route.Graph {
 		}
 		g.Priority[n.id] = n.desc.Priority
 		var l []int32
-		adj := n.adj
+		link := func(x int32) {
+			o := c.nodes[x]
+			if o != nil && o.enabled && (!both || slices.Contains(o.adj, n.id) || slices.Contains(o.held, n.id)) {
+				l = append(l, x)
+			}
+		}
+		for _, x := range n.adj {
+			link(x)
+		}
 		if both {
 			// Links held over a restart (see restarted) count as the
 			// node's own; OpenSIPS forgets them with the old list.
-			adj = slices.Concat(n.adj, n.held)
-		}
-		for _, x := range adj {
-			o := c.nodes[x]
-			if o == nil || !o.enabled || slices.Contains(l, x) ||
-				both && !slices.Contains(o.adj, n.id) && !slices.Contains(o.held, n.id) {
-				continue
+			for _, x := range n.held {
+				if !slices.Contains(n.adj, x) {
+					link(x)
+				}
 			}
-			l = append(l, x)
 		}
 		g.Adj[n.id] = l
 	}
