@@ -60,21 +60,13 @@ func benchCluster(b *testing.B, n int) []*clusterer.Cluster {
 		nodes[i] = c
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		up := 0
-		for _, nv := range nodes[0].Nodes(1) {
-			if nv.Reachable {
-				up++
-			}
-		}
-		if up == n-1 {
-			return nodes
-		}
+	for len(reachable(nodes[0])) < n-1 {
 		if time.Now().After(deadline) {
-			b.Fatalf("node 1 reaches %d of %d nodes", up, n-1)
+			b.Fatalf("node 1 reaches %d of %d nodes", len(reachable(nodes[0])), n-1)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return nodes
 }
 
 // reportLatency reports the 50th and 99th percentiles of samples.

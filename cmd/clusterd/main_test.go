@@ -263,12 +263,16 @@ func TestTLSDaemons(t *testing.T) {
 		l, err := c1.List(ctx)
 		return err == nil && linkState(l, 2) == "Up"
 	}, 10*time.Second, 20*time.Millisecond)
-	// Node 3 gets nowhere: 1 and 2 refuse its certificate, it refuses theirs.
-	time.Sleep(500 * time.Millisecond)
+	// Node 3 gets nowhere: 1 and 2 refuse its certificate, it refuses
+	// theirs. Wait until it has failed a handshake with each.
+	require.Eventually(t, func() bool {
+		log := d3.errOut.String()
+		return strings.Contains(log, fmt.Sprintf("TLS handshake with 127.0.0.1:%d: tls: failed to verify certificate", p1)) &&
+			strings.Contains(log, fmt.Sprintf("TLS handshake with 127.0.0.2:%d: tls: failed to verify certificate", p2))
+	}, 10*time.Second, 20*time.Millisecond, "node 3: %s", d3.errOut)
 	l, err := c1.List(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, "Up", linkState(l, 3))
-	require.Contains(t, d1.errOut.String()+d3.errOut.String(), "certificate")
 	d3.stop(t)
 	d2.stop(t)
 	d1.stop(t)

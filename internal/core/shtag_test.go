@@ -99,6 +99,17 @@ func shtagNode(t *testing.T, self int32, tags ...core.ShTagConfig) *core.Machine
 	return m
 }
 
+// encoder returns a function that marshals a message, failing t if it
+// cannot.
+func encoder(t *testing.T) func(wire.Message) []byte {
+	return func(msg wire.Message) []byte {
+		t.Helper()
+		f, err := msg.Append(nil)
+		require.NoError(t, err)
+		return f
+	}
+}
+
 func receive(t *testing.T, m *core.Machine, frame []byte) []core.Event {
 	t.Helper()
 	p, err := bin.Parse(frame)
@@ -171,11 +182,7 @@ func TestShTagLearnedFromMessages(t *testing.T) {
 func TestShTagHostileInput(t *testing.T) {
 	m := shtagNode(t, 2)
 	tr := bin.Trailer{Cluster: labCluster, Src: 1, Dst: 2}
-	frame := func(msg wire.Message) []byte {
-		f, err := msg.Append(nil)
-		require.NoError(t, err)
-		return f
-	}
+	frame := encoder(t)
 	receive(t, m, frame(&wire.ShtagActive{Trailer: tr, Tag: ""}))
 	assert.Equal(t, uint64(1), m.Stats().Malformed, "an empty name")
 
@@ -244,11 +251,7 @@ func TestShTagAnnouncementLeftToItsClaim(t *testing.T) {
 	m.Start(time.Unix(1795312699, 0))
 	m.Drain()
 	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
-	frame := func(msg wire.Message) []byte {
-		f, err := msg.Append(nil)
-		require.NoError(t, err)
-		return f
-	}
+	frame := encoder(t)
 	active := frame(&wire.ShtagActive{Trailer: tr, Tag: "vip"})
 	// Node 3's claim loses (term 0, id 3 > 2): node 2 keeps the tag.
 	ev := receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 0, Owner: 3, Active: true, Announce: true}))
@@ -300,11 +303,7 @@ func TestShTagAnnouncementBeforeItsClaim(t *testing.T) {
 	m.Start(time.Unix(1795312699, 0))
 	m.Drain()
 	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
-	frame := func(msg wire.Message) []byte {
-		f, err := msg.Append(nil)
-		require.NoError(t, err)
-		return f
-	}
+	frame := encoder(t)
 	// Node 3 is known to send claims: it reported node 2 as the holder.
 	require.Empty(t, receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 0, Owner: 2})))
 	require.Empty(t, receive(t, m, frame(&wire.ShtagActive{Trailer: tr, Tag: "vip"})), "waits for its claim")
@@ -327,11 +326,7 @@ func TestShTagMutualBeliefReactivates(t *testing.T) {
 	m.Start(time.Unix(1795312699, 0))
 	m.Drain()
 	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
-	frame := func(msg wire.Message) []byte {
-		f, err := msg.Append(nil)
-		require.NoError(t, err)
-		return f
-	}
+	frame := encoder(t)
 	require.Empty(t, receive(t, m, frame(&wire.ShtagClaim{Trailer: tr, Tag: "vip", Term: 4, Owner: 3, Active: true})))
 	require.Equal(t, int32(3), m.View().Cluster(labCluster).ShTag("vip").Owner)
 
@@ -362,11 +357,7 @@ func TestShTagYieldToFormerHolderReactivates(t *testing.T) {
 	m.Drain()
 	require.Equal(t, int32(7), m.View().Cluster(labCluster).ShTag("vip").Term)
 	tr := bin.Trailer{Cluster: labCluster, Src: 3, Dst: 2}
-	frame := func(msg wire.Message) []byte {
-		f, err := msg.Append(nil)
-		require.NoError(t, err)
-		return f
-	}
+	frame := encoder(t)
 	ev := receive(t, m, frame(&wire.ShtagActive{Trailer: tr, Tag: "vip"}))
 	require.Len(t, ev, 1)
 	require.Equal(t, core.ShTagTakenOver, ev[0].ShTag.Reason, "OpenSIPS's rule: node 3 never sent a claim")

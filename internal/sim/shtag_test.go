@@ -290,14 +290,7 @@ func TestShTagOpenSIPSAnnouncementForcesBackup(t *testing.T) {
 	require.Equal(t, []string{"2->1"}, *sent, "the configured tag announced to node 1 at node-UP")
 	*sent = nil
 
-	frame, err := (&wire.ShtagActive{Trailer: bin.Trailer{Cluster: cl, Src: 4, Dst: 2}, Tag: vip}).Append(nil)
-	require.NoError(t, err)
-	p, err := bin.Parse(frame)
-	require.NoError(t, err)
-	n2 := s.Node(2)
-	ip4, _ := NodeAddr(4)
-	n2.M.Receive(s.Now(), core.Source{IP: ip4}, p)
-	s.flush(n2)
+	inject(t, s, &wire.ShtagActive{Trailer: bin.Trailer{Cluster: cl, Src: 4, Dst: 2}, Tag: vip}, 4, 2)
 	require.Equal(t, core.ShTagView{Name: vip, State: core.ShTagBackup, Owner: 4, Term: 1}, tagOf(s, 2, vip))
 	c := tagChanges(s, 2, vip)
 	require.Equal(t, core.ShTagChange{Name: vip, Old: core.ShTagActive, New: core.ShTagBackup, Reason: core.ShTagTakenOver,
@@ -471,16 +464,23 @@ func TestShTagYieldNoticeIsNoClaim(t *testing.T) {
 	want := core.ShTagView{Name: vip, State: core.ShTagBackup, Owner: 1, Term: 1}
 	require.Equal(t, want, tagOf(s, 3, vip))
 
-	frame, err := (&wire.ShtagClaim{Trailer: bin.Trailer{Cluster: cl, Src: 2, Dst: 3}, Tag: vip, Term: 5, Owner: 1, Active: true}).Append(nil)
-	require.NoError(t, err)
-	p, err := bin.Parse(frame)
-	require.NoError(t, err)
-	n3 := s.Node(3)
-	ip2, _ := NodeAddr(2)
-	n3.M.Receive(s.Now(), core.Source{IP: ip2}, p)
-	s.flush(n3)
+	inject(t, s, &wire.ShtagClaim{Trailer: bin.Trailer{Cluster: cl, Src: 2, Dst: 3}, Tag: vip, Term: 5, Owner: 1, Active: true}, 2, 3)
 	s.Run(time.Second)
 	require.Equal(t, want, tagOf(s, 3, vip), "node 2's notice is no claim of node 2's")
 	require.Empty(t, tagChanges(s, 3, vip))
 	require.Equal(t, []int32{1}, holders(s, vip))
+}
+
+// inject hands node to msg now, as if it came straight from node from
+// (which need not run here: an OpenSIPS node, or a crafted packet).
+func inject(t *testing.T, s *Sim, msg wire.Message, from, to int32) {
+	t.Helper()
+	frame, err := msg.Append(nil)
+	require.NoError(t, err)
+	p, err := bin.Parse(frame)
+	require.NoError(t, err)
+	ip, _ := NodeAddr(from)
+	n := s.Node(to)
+	n.M.Receive(s.Now(), core.Source{IP: ip}, p)
+	s.flush(n)
 }
